@@ -1,0 +1,25 @@
+"""gradclip: gradient clipping that keeps recurrent and large models stable.
+
+The public API; see the README for one example per name.
+"""
+
+from gradclip.agc import adaptive_clip_grad_, unitwise_norm
+from gradclip.functional import (
+    clip_grad_norm_,
+    clip_grad_norm_per_tensor_,
+    clip_grad_value_,
+    clip_grads_with_norm_,
+    get_total_norm,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "adaptive_clip_grad_",
+    "clip_grad_norm_",
+    "clip_grad_norm_per_tensor_",
+    "clip_grad_value_",
+    "clip_grads_with_norm_",
+    "get_total_norm",
+    "unitwise_norm",
+]

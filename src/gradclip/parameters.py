@@ -1,0 +1,90 @@
+"""What every op accepts as ``parameters``: tensors, one tensor, or ``named_parameters()`` pairs.
+
+All ops normalise their input here once, so that an error can name the parameter by its
+module path (``"2.weight"``) when the caller passed ``model.named_parameters()``, and by its
+position (``"parameters[3]"``) otherwise.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from collections.abc import Iterable
+from typing import TypeAlias
+
+from torch import Tensor
+
+NamedTensor: TypeAlias = tuple[str, Tensor]
+ParamsLike: TypeAlias = Tensor | Iterable[Tensor] | Iterable[NamedTensor]
+
+
+def named_tensors(parameters: ParamsLike, argument: str = "parameters") -> list[NamedTensor]:
+    """Return ``parameters`` as a list of ``(name, tensor)`` pairs.
+
+    Accepts a single tensor, any iterable (generators included) of tensors, or of
+    ``(name, tensor)`` pairs as ``Module.named_parameters()`` yields. Anything else is a
+    ``TypeError`` that says which item was wrong and what it was.
+    """
+    if isinstance(parameters, Tensor):
+        return [(argument, parameters)]
+    if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
+        raise TypeError(
+            f"{argument} must be a tensor, an iterable of tensors or of (name, tensor) pairs, "
+            f"got {type(parameters).__name__}"
+        )
+    is_generator = isinstance(parameters, types.GeneratorType)
+    items = list(parameters)
+    if is_generator and not items:
+        # torch.nn.utils warns here too: an exhausted generator is a common silent mistake.
+        warnings.warn(
+            f"`{argument}` is an empty generator, no gradient clipping will occur.",
+            stacklevel=3,
+        )
+    return [_named_item(item, index, argument) for index, item in enumerate(items)]
+
+
+def _named_item(item: object, index: int, argument: str) -> NamedTensor:
+    if isinstance(item, Tensor):
+        return (f"{argument}[{index}]", item)
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], Tensor)
+    ):
+        return item
+    raise TypeError(
+        f"{argument}[{index}] is a {type(item).__name__}; expected a torch.Tensor "
+        "or a (name, tensor) pair as Module.named_parameters() yields"
+    )
+
+
+def named_grads(parameters: ParamsLike) -> list[NamedTensor]:
+    """The ``(name, grad)`` pairs of the parameters that have a gradient."""
+    return [(name, p.grad) for name, p in named_tensors(parameters) if p.grad is not None]
+
+
+def check_positive_number(value: object, name: str, allow_zero: bool = False) -> float:
+    """``float(value)`` if it is a finite number > 0 (or >= 0), else a ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    number = float(value)
+    bound_ok = number >= 0 if allow_zero else number > 0
+    if not bound_ok or number != number or number == float("inf"):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {kind} finite number, got {value!r}")
+    return number
+
+
+def check_norm_type(norm_type: object) -> float:
+    """``norm_type`` as a float: any p > 0, or ``inf`` / ``"inf"``."""
+    if isinstance(norm_type, str):
+        if norm_type.strip().lower() not in ("inf", "+inf", "infinity"):
+            raise ValueError(f"norm_type must be a number p > 0 or 'inf', got {norm_type!r}")
+        return float("inf")
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)):
+        raise TypeError(f"norm_type must be a number p > 0 or 'inf', got {type(norm_type).__name__}")
+    p = float(norm_type)
+    if not p > 0:
+        raise ValueError(f"norm_type must be a number p > 0 or 'inf', got {norm_type!r}")
+    return p
