@@ -1,0 +1,52 @@
+"""The protocol every clipping strategy follows: ``clip_(parameters) -> ClipStats``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from gradclip.parameters import ParamsLike
+
+
+@dataclass(frozen=True)
+class ClipStats:
+    """What one ``clip_`` call saw and did; every field stays on the device (no host sync).
+
+    Attributes:
+        total_norm: global gradient norm *before* clipping (0-dim tensor).
+        threshold: the norm (or value) limit applied this step, or ``None`` where no limit
+            applies (``NoClip``; ZClip's warm-up without ``max_grad_norm``).
+        clipped: 0-dim bool tensor, whether this step changed any gradient.
+        skipped: 0-dim bool tensor, whether the gradient was non-finite under the ``"skip"``
+            policy (gradients zeroed; the optimizer step should be skipped).
+    """
+
+    total_norm: Tensor
+    threshold: Tensor | None
+    clipped: Tensor
+    skipped: Tensor
+
+
+class Clipper(ABC):
+    """A stateful clipping strategy. Call ``clip_`` after ``backward()``, once per optimizer step.
+
+    Subclasses keep all threshold bookkeeping in tensors so that ``clip_`` never synchronises
+    with the host, and make ``state_dict``/``load_state_dict`` carry everything a resumed run
+    needs to reproduce the same thresholds.
+    """
+
+    nonfinite: str
+
+    @abstractmethod
+    def clip_(self, parameters: ParamsLike) -> ClipStats:
+        """Clip the gradients of ``parameters`` in place and report what happened."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that must survive a checkpoint (history, EMAs); stateless strategies: ``{}``."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
