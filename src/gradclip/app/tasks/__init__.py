@@ -1,0 +1,42 @@
+"""Task registry: ``make_task(name, args)`` for new runs, ``load_task(config, run_dir)`` to rebuild.
+
+Each task lives in its own module and is imported only when chosen (the text task needs the
+optional ``tokenizers`` dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any
+
+from gradclip.app.errors import UserError
+from gradclip.app.tasks.base import Batch, Task
+
+# registry name -> (module, class name)
+TASKS: dict[str, tuple[str, str]] = {
+    "adding": ("gradclip.app.tasks.adding", "AddingTask"),
+    "temporal-order": ("gradclip.app.tasks.temporal_order", "TemporalOrderTask"),
+    "text": ("gradclip.app.tasks.text", "TextTask"),
+}
+
+__all__ = ["TASKS", "Batch", "Task", "load_task", "make_task", "task_class"]
+
+
+def task_class(name: str) -> type[Task]:
+    """The class registered under ``name``; an unknown name is a ``UserError``."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    module_name, class_name = TASKS[name]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_task(name: str, args: argparse.Namespace) -> Task:
+    """A new task from the ``gradclip train`` flags."""
+    return task_class(name).from_args(args)
+
+
+def load_task(config: dict[str, Any], run_dir: Path, training: bool = True) -> Task:
+    """Rebuild the task saved in a run directory's ``config.json`` (``config["task"]``)."""
+    return task_class(config["name"]).from_config(config, Path(run_dir), training=training)
