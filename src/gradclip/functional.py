@@ -64,6 +64,8 @@ def group_by_device_and_dtype(
     tensors: Sequence[Tensor],
 ) -> list[tuple[torch.device, list[Tensor], list[int]]]:
     """Tensors grouped by (device, dtype) in torch's order, with their input positions."""
+    if not tensors:  # torch's grouping kernel rejects an empty list
+        return []
     grouped = _group_tensors_by_device_and_dtype([list(tensors)], with_indices=True)
     return [(device, group, indices) for (device, _), ([group], indices) in grouped.items()]
 
