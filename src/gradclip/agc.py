@@ -18,10 +18,13 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from gradclip.functional import _no_grad
+from gradclip.distributed import local_tensor, needs_reduction, sharded_unitwise_norm
+from gradclip.functional import _no_grad, get_total_norm
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import ParamsLike, check_positive_number, named_tensors
 
@@ -54,12 +57,15 @@ def adaptive_clip_grad_(
     eps: float = 1e-3,
     *,
     nonfinite: str | None = None,
+    process_group: Any = None,
 ) -> Tensor:
     """AGC in place on every parameter's gradient; return the global L2 norm before clipping.
 
     ``clipping`` is the largest allowed ratio ``||G_i|| / max(||W_i||, eps)`` per unit
-    (0.01 is the NFNet default for large batches). The returned norm is computed from the
-    unit norms already needed, so it costs no extra pass over the gradients.
+    (0.01 is the NFNet default for large batches). On one process the returned norm is
+    computed from the unit norms already needed, so it costs no extra pass. Sharded
+    parameters (FSDP2 DTensors, or ``process_group=`` for hand-made dim-0 shards) keep row
+    units local and reduce whole-tensor units (see :mod:`gradclip.distributed`).
 
     References:
         Brock et al., 2021, "High-Performance Large-Scale Image Recognition Without
@@ -72,16 +78,24 @@ def adaptive_clip_grad_(
     named = [(name, p) for name, p in named_tensors(parameters) if p.grad is not None]
     if not named:
         return torch.tensor(0.0)
-    grad_norms = [unitwise_norm(p.grad) for _, p in named]
-    device = named[0][1].grad.device
-    total_norm = torch.stack([_squared_norm(n).to(device) for n in grad_norms]).sum().sqrt()
+    grads = [p.grad for _, p in named]
+    if needs_reduction(grads, process_group):
+        grad_norms = [sharded_unitwise_norm(g, process_group) for g in grads]
+        param_norms = [sharded_unitwise_norm(p, process_group) for _, p in named]
+        total_norm = get_total_norm(grads, process_group=process_group)
+    else:
+        grad_norms = [unitwise_norm(g) for g in grads]
+        param_norms = [unitwise_norm(p) for _, p in named]
+        device = grads[0].device
+        total_norm = torch.stack([_squared_norm(n).to(device) for n in grad_norms]).sum().sqrt()
     named_grads = [(name, p.grad) for name, p in named]
     if policy == "error":
         raise_if_nonfinite(named_grads, total_norm)
-    for grad_norm, (_, p) in zip(grad_norms, named, strict=True):
-        p.grad.mul_(agc_coefficient(grad_norm, unitwise_norm(p), clipping, eps))
+    local_grads = [local_tensor(g) for g in grads]
+    for grad, grad_norm, param_norm in zip(local_grads, grad_norms, param_norms, strict=True):
+        grad.mul_(agc_coefficient(grad_norm, param_norm, clipping, eps))
     if policy == "skip":
-        zero_grads_if_([g for _, g in named_grads], is_nonfinite(total_norm))
+        zero_grads_if_(local_grads, is_nonfinite(total_norm))
     return total_norm
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -34,6 +34,12 @@ from torch.utils._foreach_utils import (
     _has_foreach_support,
 )
 
+from gradclip.distributed import (
+    distributed_per_tensor_norms,
+    distributed_total_norm,
+    local_tensors,
+    needs_reduction,
+)
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import (
     ParamsLike,
@@ -108,19 +114,26 @@ def get_total_norm(
     norm_type: float | str = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
+    *,
+    process_group: Any = None,
 ) -> Tensor:
     """Norm of all ``tensors`` viewed as one vector: ``||(||t_1||_p, ..., ||t_n||_p)||_p``.
 
     Same as ``torch.nn.utils.get_total_norm``: an empty input gives ``tensor(0.)``; the norm
     lives on the first tensor's device; ``norm_type`` is any p > 0 or ``inf``/``"inf"``.
+    DTensors (FSDP2) and ``process_group=`` (tensors are this rank's shards) give the global
+    norm as an ordinary tensor, equal on every rank (see :mod:`gradclip.distributed`).
     """
     p = check_norm_type(norm_type)
     all_tensors = [t for _, t in named_tensors(tensors, "tensors")]
     if not all_tensors:
         return torch.tensor(0.0)
-    first_device = all_tensors[0].device
-    norms = per_tensor_norms(all_tensors, p, foreach)
-    total_norm = torch.linalg.vector_norm(torch.stack([n.to(first_device) for n in norms]), p)
+    if needs_reduction(all_tensors, process_group):
+        total_norm = distributed_total_norm(all_tensors, p, foreach, process_group)
+    else:
+        first_device = all_tensors[0].device
+        norms = per_tensor_norms(all_tensors, p, foreach)
+        total_norm = torch.linalg.vector_norm(torch.stack([n.to(first_device) for n in norms]), p)
     if error_if_nonfinite and torch.logical_or(total_norm.isnan(), total_norm.isinf()):
         raise RuntimeError(
             f"The total norm of order {p} for gradients from `parameters` is non-finite, so it "
@@ -165,11 +178,13 @@ def clip_grads_with_norm_(
     Same as ``torch.nn.utils.clip_grads_with_norm_``; ``max_norm`` may also be a tensor.
     """
     max_norm = _check_max_norm(max_norm)
-    grads = [g for _, g in named_grads(parameters)]
+    grads = local_tensors([g for _, g in named_grads(parameters)])
     if not grads:
         return
     if not isinstance(total_norm, Tensor):
         total_norm = torch.tensor(float(total_norm))
+    if needs_reduction([total_norm], None):  # torch's own DTensor norm, Partial placement
+        total_norm = total_norm.full_tensor()
     scale_grads_(grads, clip_coefficient(max_norm, total_norm), foreach)
 
 
@@ -182,6 +197,7 @@ def clip_grad_norm_(
     foreach: bool | None = None,
     *,
     nonfinite: str | None = None,
+    process_group: Any = None,
 ) -> Tensor:
     """Clip the global gradient norm in place; return the total norm *before* clipping.
 
@@ -198,9 +214,12 @@ def clip_grad_norm_(
     max_norm = _check_max_norm(max_norm)
     named = named_grads(parameters)
     grads = [g for _, g in named]
-    total_norm = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
+    total_norm = get_total_norm(
+        grads, norm_type, error_if_nonfinite, foreach, process_group=process_group
+    )
     if not grads:
         return total_norm
+    grads = local_tensors(grads)
     if policy == "error":
         raise_if_nonfinite(named, total_norm)
     scale_grads_(grads, clip_coefficient(max_norm, total_norm), foreach)
@@ -217,6 +236,7 @@ def clip_grad_norm_per_tensor_(
     foreach: bool | None = None,
     *,
     nonfinite: str | None = None,
+    process_group: Any = None,
 ) -> Tensor:
     """Clip each gradient to ``max_norm`` by its own norm; return the per-tensor norms before.
 
@@ -233,25 +253,33 @@ def clip_grad_norm_per_tensor_(
     grads = [g for _, g in named]
     if not grads:
         return torch.zeros(0)
-    groups = group_by_device_and_dtype(grads)
-    group_norms = [torch.stack(_group_norms(group, p, device, foreach)) for device, group, _ in groups]
-    norms: list[Tensor] = [grads[0]] * len(grads)
-    for (_, _, indices), norms_of_group in zip(groups, group_norms, strict=True):
-        for index, norm in zip(indices, norms_of_group.unbind(), strict=True):
-            norms[index] = norm.to(grads[0].device)
-    result = torch.stack(norms)
+    if needs_reduction(grads, process_group):
+        norms = distributed_per_tensor_norms(grads, p, foreach, process_group)
+    else:
+        norms = _per_tensor_norms_in_order(grads, p, foreach)
+    grads = local_tensors(grads)
+    result = torch.stack([n.to(grads[0].device) for n in norms])
     if policy == "error":
         raise_if_nonfinite(named, result.sum())
-    for (device, group, _), norms_of_group in zip(groups, group_norms, strict=True):
-        coefficients = list(clip_coefficient(max_norm, norms_of_group).unbind())
+    coefficients = clip_coefficient(max_norm, result).unbind()
+    for device, group, indices in group_by_device_and_dtype(grads):
+        group_coefficients = [coefficients[i].to(device) for i in indices]
         if use_foreach(group, device, foreach):
-            torch._foreach_mul_(group, coefficients)
+            torch._foreach_mul_(group, group_coefficients)
         else:
-            for grad, coefficient in zip(group, coefficients, strict=True):
+            for grad, coefficient in zip(group, group_coefficients, strict=True):
                 grad.mul_(coefficient)
     if policy == "skip":
         zero_grads_if_(grads, is_nonfinite(result).any())
     return result
+
+
+def _per_tensor_norms_in_order(tensors: Sequence[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
+    norms: list[Tensor] = list(tensors)
+    for device, group, indices in group_by_device_and_dtype(tensors):
+        for index, norm in zip(indices, _group_norms(group, norm_type, device, foreach), strict=True):
+            norms[index] = norm
+    return norms
 
 
 @_no_grad
@@ -266,7 +294,7 @@ def clip_grad_value_(
     on which torch's foreach path fails, are skipped: there is nothing in them to clip.
     """
     clip_value = check_positive_number(clip_value, "clip_value", allow_zero=True)
-    grads = [g for _, g in named_grads(parameters) if g.numel() > 0]
+    grads = [g for g in local_tensors([g for _, g in named_grads(parameters)]) if g.numel() > 0]
     clamp_grads_(grads, -clip_value, clip_value, foreach)
 
 
