@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +146,13 @@ def test_val_fraction_outside_0_1_is_a_user_error(fraction):
 def test_split_keeps_at_least_one_row_on_each_side():
     train, val = split_rows(2, 0.01, seed=0)
     assert (len(train), len(val)) == (1, 1)
+
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "toxic_comments.csv"
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_file(), reason="needs ../shared/data beside the clone")
+def test_real_jigsaw_file_reads_every_row_with_its_label_counts():
+    table = read_comments(SHARED_DATA)
+    assert (len(table.texts), table.skipped_empty) == (9000, 0)
+    assert table.targets.sum(0).int().tolist() == [3105, 291, 1711, 91, 1627, 278]

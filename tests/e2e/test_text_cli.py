@@ -1,0 +1,108 @@
+"""``gradclip train --task text`` and ``gradclip eval`` end to end, on small generated CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("tokenizers")
+
+from gradclip.app.cli import main  # noqa: E402
+
+WORDS = ["page", "edit", "article", "source", "thanks", "please", "talk", "section", "link"]
+TINY_MODEL = ["--model", "lstm", "--hidden-size", "16", "--embed-dim", "16", "--vocab-size",
+              "200", "--max-len", "48", "--batch-size", "16", "--optimizer", "adam", "--lr",
+              "0.01", "--threads", "1"]
+
+
+def write_comments(path, count=160, seed=0, empty_rows=0):
+    """Harmless comments labelled by marker words ('grr' toxic, 'bah' insult)."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "comment_text", "toxic", "insult"])
+        for index in range(count):
+            toxic, insult = rng.random() < 0.4, rng.random() < 0.3
+            words = [rng.choice(WORDS) for _ in range(rng.randint(2, 30))]
+            words += ["grr"] * toxic + ["bah\nbah"] * insult
+            rng.shuffle(words)
+            writer.writerow([f"r{index}", " ".join(words), int(toxic), int(insult)])
+        writer.writerows([f"e{index}", "", 0, 1] for index in range(empty_rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("text")
+    data = write_comments(folder / "train.csv", empty_rows=3)
+    run_dir = folder / "run"
+    code = main(["train", "--task", "text", "--data", str(data), "--epochs", "2",
+                 "--out", str(run_dir), "--progress", "never", *TINY_MODEL])
+    assert code == 0
+    return run_dir
+
+
+def test_text_run_dir_holds_the_tokenizer_and_the_data_facts(trained_run):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert (trained_run / "tokenizer.json").is_file()
+    assert summary["data"]["skipped_empty"] == 3
+    assert set(summary["eval"]["per_label"]) == {"toxic", "insult"}
+
+
+def test_eval_json_scores_another_csv_in_one_json_object(trained_run, tmp_path):
+    unseen = write_comments(tmp_path / "unseen.csv", count=60, seed=9, empty_rows=1)
+    result = subprocess.run(
+        [sys.executable, "-m", "gradclip", "eval", str(trained_run), "--data", str(unseen),
+         "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert set(scores["per_label"]) == {"toxic", "insult"}
+    assert 0.0 <= scores["mean_roc_auc"] <= 1.0
+    assert (scores["rows"], scores["skipped_empty"]) == (60, 1)
+    assert {"roc_auc", "accuracy", "positives"} <= set(scores["per_label"]["toxic"])
+
+
+def test_eval_on_a_csv_without_comment_text_is_one_line_and_exit_2(trained_run, tmp_path,
+                                                                   capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,toxic\nhello,1\n", encoding="utf-8")
+    assert main(["eval", str(trained_run), "--data", str(bad)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"gradclip: error: {bad} has no 'comment_text' column (its columns: text, toxic)"]
+
+
+BAD_FILES = {
+    "missing file": (None, "data file not found"),
+    "empty file": (b"", "is empty"),
+    "no comment_text": (b"body,toxic\nhi,1\n", "no 'comment_text' column"),
+    "no label column": (b"id,comment_text\n1,hi\n", "no label column"),
+    "label 2": (b"comment_text,toxic\nhi,0\nho,2\n", "row 2: label 'toxic' must be 0 or 1"),
+    "label yes": (b"comment_text,toxic\nhi,yes\n", "row 1: label 'toxic' must be 0 or 1"),
+    "latin-1 bytes": (b"comment_text,toxic\ncaf\xe9,1\n", "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_text_data_is_one_error_line_and_exit_2(case, tmp_path, capsys):
+    content, message = BAD_FILES[case]
+    data = tmp_path / "data.csv"
+    if content is not None:
+        data.write_bytes(content)
+    code = main(["train", "--task", "text", "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--progress", "never", *TINY_MODEL])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0] and err[0].startswith("gradclip: error:")
+
+
+def test_labels_naming_an_absent_column_is_one_error_line(tmp_path, capsys):
+    data = write_comments(tmp_path / "data.csv", count=20)
+    code = main(["train", "--task", "text", "--data", str(data), "--labels", "toxic,threat",
+                 "--out", str(tmp_path / "run"), "--progress", "never", *TINY_MODEL])
+    assert code == 2
+    assert "label column 'threat' is not in" in capsys.readouterr().err
