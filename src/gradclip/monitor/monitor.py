@@ -1,0 +1,199 @@
+"""``GradientMonitor``: per-step gradient statistics for any model, reported every N steps.
+
+Usage, between ``backward()`` and ``optimizer.step()``::
+
+    monitor = gradclip.GradientMonitor(model, every=100)
+    ...
+    loss.backward()
+    stats = clipper.clip_(model.parameters())     # optional
+    report = monitor.step(stats)                  # None except every 100th step
+    if report is not None:
+        print(report)                             # summary, verdicts and fixes
+
+Every step costs one ``torch._foreach_norm`` over the gradients and a few small kernels, all
+on the device: nothing synchronises with the host until a report is read. What each step
+keeps: the global norm (ring buffer of the last ``window`` steps, for spike detection), clip
+and skip counts, and the first step and parameters where a gradient went NaN/Inf.
+
+Called after clipping, the per-layer norms are those of the clipped gradient, while
+``report.global_norm`` is the clipper's pre-clip norm (``stats.total_norm``); call it before
+clipping, without stats, to see raw per-layer gradients.
+
+The update-to-weight ratio compares the weights at the reporting step with a snapshot taken
+at the previous ``step()`` call: it measures the optimizer update made between the two
+(so call ``step()`` before ``optimizer.step()``). Snapshots are taken only before reporting
+steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from gradclip.functional import _no_grad
+from gradclip.monitor.hidden import TimeProfiles
+from gradclip.monitor.report import GradientReport
+from gradclip.monitor.statistics import (
+    combined_norm,
+    module_norms,
+    module_path,
+    parameter_grad_norms,
+    snapshot_weights,
+    update_ratios,
+)
+from gradclip.monitor.verdicts import VerdictRules
+from gradclip.parameters import ParamsLike, named_tensors
+from gradclip.strategies.base import ClipStats
+
+
+class GradientMonitor:
+    """Watch gradient health: norms per parameter/module, update ratios, clipping, NaN/Inf.
+
+    Args:
+        model: an ``nn.Module`` (its recurrent layers are hooked for time profiles), or
+            parameters as anything the clipping functions accept (no time profiles then).
+        every: report on every ``every``-th call of ``step()``; other calls return ``None``.
+        window: how many recent global norms the exploding-gradient rules look at.
+        hidden_states: hook ``nn.RNN``/``nn.LSTM``/``nn.GRU`` layers to measure the gradient
+            reaching each time step (on reporting steps only).
+        rules: thresholds of the verdicts (:class:`VerdictRules`).
+    """
+
+    def __init__(self, model: nn.Module | ParamsLike, every: int = 1, *, window: int = 200,
+                 hidden_states: bool = True, rules: VerdictRules | None = None):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"window must be an integer >= 2, got {window!r}")
+        named = (model.named_parameters() if isinstance(model, nn.Module)
+                 else named_tensors(model))
+        named = [(name, p) for name, p in named if p.requires_grad]
+        if not named:
+            raise ValueError("the model has no parameters that require a gradient")
+        self.every, self.window = every, window
+        self.rules = rules or VerdictRules()
+        self.parameter_names = tuple(name for name, _ in named)
+        self._parameters = [p for _, p in named]
+        self.module_names = tuple(dict.fromkeys(module_path(n) for n in self.parameter_names))
+        self._device = self._parameters[0].device
+        self._module_index = torch.tensor(
+            [self.module_names.index(module_path(n)) for n in self.parameter_names],
+            device=self._device)
+        self.profiles = TimeProfiles()
+        self.profile_modules = (self.profiles.attach(model)
+                                if hidden_states and isinstance(model, nn.Module) else [])
+        self._order_hooks = [p.register_post_accumulate_grad_hook(self._arrived(i))
+                             for i, p in enumerate(self._parameters)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all history (norms, counts, non-finite events, snapshot)."""
+        zeros = torch.zeros((), device=self._device)
+        self.steps = 0
+        self._history = torch.full((self.window,), float("nan"), device=self._device)
+        self._clipped = zeros.clone()
+        self._skipped = zeros.clone()
+        self._stats_steps = 0
+        self._nonfinite_steps = zeros.clone()
+        self._first_nonfinite_step = torch.full((), -1.0, device=self._device)
+        self._first_nonfinite_mask = torch.zeros(len(self._parameters), dtype=torch.bool,
+                                                 device=self._device)
+        self._snapshot: list[Tensor] | None = None
+        self._arrival: dict[int, None] = {}
+        self._last_arrival: tuple[int, ...] = ()
+        self._last_report_step = 0
+        self.profiles.recording = self._reports_at(1)
+
+    def _arrived(self, index: int):
+        def hook(_parameter: Tensor) -> None:
+            self._arrival.setdefault(index, None)
+        return hook
+
+    def _reports_at(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def watch_hidden_states(self, states: Tensor | Sequence[Tensor], name: str = "hidden",
+                            time_dim: int = 1) -> None:
+        """Measure the gradient reaching each time step of ``states`` in this backward pass.
+
+        Pass the per-step hidden states of your own time loop (a list of ``(B, H)`` tensors:
+        their gradients are the full ``dL/dh_t``), or a ``(B, T, H)`` sequence tensor with
+        its time dimension. Call it after the forward pass, before ``backward()``.
+        """
+        self.profiles.watch(name, states, time_dim)
+
+    @_no_grad
+    def step(self, stats: ClipStats | None = None) -> GradientReport | None:
+        """Record this step's gradients; on every ``every``-th call, return a report.
+
+        Call after ``backward()`` (and after clipping, with its ``ClipStats``), before
+        ``optimizer.step()``. Never synchronises with the host.
+        """
+        self.steps += 1
+        norms = parameter_grad_norms(self._parameters, self._device)
+        measured = combined_norm(norms)
+        global_norm = measured if stats is None else stats.total_norm.to(self._device)
+        self._history[(self.steps - 1) % self.window] = global_norm
+        self._record_nonfinite(norms, global_norm)
+        if stats is not None:
+            self._stats_steps += 1
+            self._clipped += stats.clipped.to(self._device)
+            self._skipped += stats.skipped.to(self._device)
+        self._last_arrival = tuple(self._arrival) or self._last_arrival
+        self._arrival = {}
+        report = None
+        if self._reports_at(self.steps):
+            report = self._report(norms, measured, global_norm, stats)
+        if self._reports_at(self.steps + 1):
+            self._snapshot = snapshot_weights(self._parameters)
+        self.profiles.recording = self._reports_at(self.steps + 1)
+        return report
+
+    def _record_nonfinite(self, norms: Tensor, global_norm: Tensor) -> None:
+        bad = ~torch.isfinite(norms)
+        bad_now = bad.any() | ~torch.isfinite(global_norm)
+        first = bad_now & (self._first_nonfinite_step < 0)
+        self._first_nonfinite_step = torch.where(
+            first, torch.full_like(self._first_nonfinite_step, self.steps),
+            self._first_nonfinite_step)
+        self._first_nonfinite_mask = torch.where(first, bad, self._first_nonfinite_mask)
+        self._nonfinite_steps += bad_now
+
+    def _report(self, norms: Tensor, measured: Tensor, global_norm: Tensor,
+                stats: ClipStats | None) -> GradientReport:
+        recent = self.steps - self._last_report_step
+        self._last_report_step = self.steps
+        count = min(self.steps, self.window)
+        # oldest first: the ring buffer rolled so that the newest norm comes last
+        history = self._history.roll(-(self.steps % self.window))[-count:]
+        tensors = {
+            "parameter_norms": norms, "global_norm": global_norm, "measured_norm": measured,
+            "module_norms": module_norms(norms, self._module_index, len(self.module_names)),
+            "history": history.clone(), "clipped_steps": self._clipped.clone(),
+            "skipped_steps": self._skipped.clone(),
+            "nonfinite_steps": self._nonfinite_steps.clone(),
+            "first_nonfinite_step": self._first_nonfinite_step,
+            "first_nonfinite_mask": self._first_nonfinite_mask,
+        }
+        if stats is not None and stats.threshold is not None:
+            tensors["threshold"] = stats.threshold
+        if self._snapshot is not None:
+            ratios, overall = update_ratios(self._parameters, self._snapshot, self._device)
+            tensors["update_ratios"], tensors["update_ratio"] = ratios, overall
+            self._snapshot = None
+        profiles = self.profiles.collect()
+        tensors.update({f"profile:{name}": profile for name, profile in profiles.items()})
+        return GradientReport(
+            step=self.steps, parameter_names=self.parameter_names,
+            module_names=self.module_names, tensors=tensors,
+            profile_names=tuple(profiles), recent_steps=min(recent, count),
+            stats_steps=self._stats_steps, arrival_order=self._last_arrival, rules=self.rules)
+
+    def close(self) -> None:
+        """Remove every hook the monitor placed on the model."""
+        self.profiles.detach()
+        for handle in self._order_hooks:
+            handle.remove()
+        self._order_hooks = []

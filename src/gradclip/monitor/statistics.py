@@ -1,0 +1,76 @@
+"""Gradient statistics kept on the device: per-parameter and per-module norms, update ratios.
+
+Everything here returns tensors and never synchronises with the host, so the monitor can
+call it on every training step; the report converts to Python only when it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from gradclip.functional import _per_tensor_norms_in_order
+
+
+def module_path(parameter_name: str) -> str:
+    """The module that owns a parameter: ``"layers.0.rnn.weight_hh_l0"`` -> ``"layers.0.rnn"``.
+
+    A parameter registered on the root module belongs to ``"(root)"``.
+    """
+    owner, _, _ = parameter_name.rpartition(".")
+    return owner or "(root)"
+
+
+def parameter_grad_norms(parameters: Sequence[Tensor], device: torch.device) -> Tensor:
+    """``(P,)`` float32 L2 norms of the parameters' gradients, 0 where a gradient is missing.
+
+    One ``torch._foreach_norm`` per (device, dtype) group, stacked on ``device``.
+    """
+    present = [p.grad for p in parameters if p.grad is not None]
+    norms = iter(_per_tensor_norms_in_order(present, 2.0, None)) if present else iter(())
+    zero = torch.zeros((), device=device)
+    return torch.stack([
+        next(norms).to(device=device, dtype=torch.float32) if p.grad is not None else zero
+        for p in parameters
+    ])
+
+
+def combined_norm(norms: Tensor) -> Tensor:
+    """The L2 norm of all tensors viewed as one vector, from their norms: ``||(n_1..n_k)||_2``."""
+    return torch.linalg.vector_norm(norms)
+
+
+def module_norms(parameter_norms: Tensor, module_index: Tensor, module_count: int) -> Tensor:
+    """``(M,)`` norm of each module's gradient: ``sqrt(sum of its parameters' squared norms)``.
+
+    ``module_index[i]`` is the position of parameter ``i``'s module; NaN/Inf propagate.
+    """
+    squares = parameter_norms.new_zeros(module_count)
+    return squares.index_add_(0, module_index, parameter_norms.square()).sqrt()
+
+
+def snapshot_weights(parameters: Sequence[Tensor]) -> list[Tensor]:
+    """Detached copies of the weights, to measure the next optimizer update against."""
+    return [p.detach().clone() for p in parameters]
+
+
+def update_ratios(parameters: Sequence[Tensor], snapshot: Sequence[Tensor],
+                  device: torch.device) -> tuple[Tensor, Tensor]:
+    """Update-to-weight ratios ``||W_now - W_then|| / ||W_then||``, per parameter and overall.
+
+    Returns ``((P,) ratios, 0-dim overall ratio)``. A zero weight norm gives ``inf`` for a
+    non-zero update and ``nan`` for none (0/0); both read as "no scale to compare with".
+
+    References:
+        Karpathy (2016), CS231n notes "Neural Networks Part 3": a healthy ratio is ~1e-3.
+    """
+    current = [p.detach() for p in parameters]
+    updates = torch._foreach_sub(current, list(snapshot))
+    update_norms = torch.stack([n.to(device, torch.float32)
+                                for n in torch._foreach_norm(updates)])
+    weight_norms = torch.stack([n.to(device, torch.float32)
+                                for n in torch._foreach_norm(list(snapshot))])
+    overall = combined_norm(update_norms) / combined_norm(weight_norms)
+    return update_norms / weight_norms, overall

@@ -1,0 +1,199 @@
+"""Gradient-health verdicts in plain language, each with the fix to try.
+
+Four kinds, most severe first: ``non-finite``, ``exploding``, ``vanishing``, ``healthy``.
+Each rule reads plain Python numbers that the report has already materialised.
+
+Rules (defaults in :class:`VerdictRules`):
+
+- *non-finite*: some step since the last report had a NaN/Inf gradient.
+- *exploding*, spike: the largest global norm since the last report exceeds the median of
+  the earlier window by ``spike_z`` robust standard deviations (``1.4826 * MAD``) and is at
+  least ``spike_factor`` times that median.
+- *exploding*, growth: over the window, the median norm of the last quarter is
+  ``growth_factor`` times that of the first quarter (geometric growth over training).
+- *exploding* / *vanishing* in time: the gradient reaching the first time step of a
+  recurrent layer is above ``1 / vanishing_ratio`` / below ``vanishing_ratio`` times the one
+  reaching the last step.
+- *vanishing* in depth: the first module's gradient norm is below ``vanishing_ratio`` times
+  the last module's.
+
+References:
+    Pascanu, Mikolov & Bengio (2013), "On the difficulty of training recurrent neural
+    networks" (exploding and vanishing gradients, clipping as the fix for the former only).
+    Hampel (1974), "The influence curve and its role in robust estimation" (median/MAD).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("non-finite", "exploding", "vanishing", "healthy")
+MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
+
+FIX_NONFINITE = (
+    "lower the learning rate; clip with a non-finite policy that skips the step "
+    "(clip_grad_norm_(..., nonfinite='skip'), or --clip norm:... in the CLI); check the "
+    "named layer for log(0), division by zero or overflow (fp16: use a GradScaler)")
+FIX_EXPLODING = (
+    "clip the global gradient norm (Pascanu et al. 2013) at a typical healthy norm "
+    "(`gradclip profile` prints one: 'Recommended: --clip norm:...'), or use an adaptive "
+    "threshold (autoclip:0.1, zclip); lowering the learning rate also helps")
+FIX_VANISHING = (
+    "clipping cannot help (it only shrinks gradients): use a gated cell (LSTM or GRU), "
+    "shorter sequences or truncated back-propagation, orthogonal/identity initialisation of "
+    "the recurrent weights, or residual connections and normalisation between layers")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One diagnosis: ``kind`` (see ``KINDS``), what was seen, what to do, and the numbers."""
+
+    kind: str
+    explanation: str
+    fix: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.kind.upper()}: {self.explanation}\n  fix: {self.fix}"
+
+
+@dataclass(frozen=True)
+class VerdictRules:
+    """Thresholds of the verdict rules (see the module docstring)."""
+
+    spike_z: float = 6.0
+    spike_factor: float = 2.0
+    growth_factor: float = 100.0
+    vanishing_ratio: float = 1e-3
+    min_history: int = 8
+
+
+HEALTHY = Verdict("healthy", "gradient norms are finite, stable over steps, and reach every "
+                  "layer and time step within three orders of magnitude",
+                  "nothing to fix; clipping is optional insurance here")
+
+
+def nonfinite_verdict(steps: int, first_step: int | None, parameters: Sequence[str]
+                      ) -> Verdict | None:
+    """Non-finite when any step had a NaN/Inf gradient; names where it first appeared."""
+    if steps == 0:
+        return None
+    where = (f"first at step {first_step} in {parameters[0]}" if parameters
+             else f"first at step {first_step} (in the clipper's norm; gradients were zeroed)")
+    others = f" (also {', '.join(parameters[1:4])}{'...' if len(parameters) > 4 else ''})" \
+        if len(parameters) > 1 else ""
+    return Verdict("non-finite", f"{steps} step(s) had NaN/Inf gradients, {where}{others}.",
+                   FIX_NONFINITE, {"steps": steps, "first_step": first_step,
+                                   "parameters": list(parameters)})
+
+
+def spike_verdict(recent: Sequence[float], baseline: Sequence[float], rules: VerdictRules,
+                  clip_fraction: float | None = None) -> Verdict | None:
+    """Exploding when the largest recent norm is far above the baseline's robust spread."""
+    recent = [x for x in recent if math.isfinite(x)]
+    baseline = [x for x in baseline if math.isfinite(x)]
+    if not recent or len(baseline) < rules.min_history:
+        return None
+    peak = max(recent)
+    median = statistics.median(baseline)
+    spread = MAD_TO_STD * statistics.median(abs(x - median) for x in baseline)
+    if not (peak > median + rules.spike_z * spread and peak > rules.spike_factor * median):
+        return None
+    z = (peak - median) / spread if spread > 0 else math.inf
+    return Verdict(
+        "exploding",
+        f"the global gradient norm spiked to {peak:.3g}, {peak / median:.3g}x the median "
+        f"{median:.3g} of the previous {len(baseline)} steps (robust z = {z:.3g}).",
+        _exploding_fix(clip_fraction),
+        {"peak": peak, "median": median, "robust_z": z})
+
+
+def growth_verdict(history: Sequence[float], rules: VerdictRules,
+                   clip_fraction: float | None = None) -> Verdict | None:
+    """Exploding when the norm grew ``growth_factor``-fold across the window."""
+    history = [x for x in history if math.isfinite(x)]
+    quarter = len(history) // 4
+    if len(history) < rules.min_history or quarter == 0:
+        return None
+    early = statistics.median(history[:quarter])
+    late = statistics.median(history[-quarter:])
+    if not late > rules.growth_factor * early:
+        return None
+    return Verdict(
+        "exploding",
+        f"the global gradient norm grew {late / early:.3g}x over the last {len(history)} "
+        f"steps (median {early:.3g} -> {late:.3g}): training is diverging.",
+        _exploding_fix(clip_fraction), {"early_median": early, "late_median": late})
+
+
+def _exploding_fix(clip_fraction: float | None) -> str:
+    if clip_fraction:
+        return (f"your clipper already clipped {clip_fraction:.0%} of steps, which bounds each "
+                f"update; if the loss still diverges, lower its threshold or the learning rate")
+    return FIX_EXPLODING
+
+
+def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules) -> list[Verdict]:
+    """Vanishing/exploding through time from the per-step gradient norms of recurrent layers."""
+    verdicts = []
+    ratios = {name: profile[0] / profile[-1] for name, profile in profiles.items()
+              if len(profile) > 1 and profile[-1] > 0 and math.isfinite(profile[-1])}
+    if not ratios:
+        return verdicts
+    weakest = min(ratios, key=ratios.get)
+    if ratios[weakest] < rules.vanishing_ratio:
+        profile = profiles[weakest]
+        reach = signal_reach(profile, rules.vanishing_ratio)
+        verdicts.append(Verdict(
+            "vanishing",
+            f"in {weakest}, the gradient reaching time step 1 of {len(profile)} is "
+            f"{ratios[weakest]:.2g}x the one reaching the last step; it stays within "
+            f"{rules.vanishing_ratio:g}x of the last only over the last {reach} steps, so "
+            f"dependencies longer than ~{reach} steps cannot be learnt.",
+            FIX_VANISHING, {"module": weakest, "first_to_last": ratios[weakest],
+                            "reach": reach, "steps": len(profile)}))
+    strongest = max(ratios, key=ratios.get)
+    if ratios[strongest] > 1 / rules.vanishing_ratio:
+        verdicts.append(Verdict(
+            "exploding",
+            f"in {strongest}, the gradient grows going back in time: step 1 receives "
+            f"{ratios[strongest]:.3g}x the gradient of the last of {len(profiles[strongest])} "
+            f"steps (geometric growth with sequence length).",
+            FIX_EXPLODING, {"module": strongest, "first_to_last": ratios[strongest]}))
+    return verdicts
+
+
+def signal_reach(profile: Sequence[float], ratio: float) -> int:
+    """How many final time steps receive at least ``ratio`` times the last step's gradient."""
+    floor = ratio * profile[-1]
+    reach = 0
+    for value in reversed(profile):
+        if not value >= floor:
+            break
+        reach += 1
+    return reach
+
+
+def depth_verdict(module_norms: dict[str, float], rules: VerdictRules) -> Verdict | None:
+    """Vanishing when the first module's gradient is far below the last module's."""
+    norms = [(name, n) for name, n in module_norms.items() if math.isfinite(n)]
+    if len(norms) < 2 or not norms[-1][1] > 0:
+        return None
+    (first, first_norm), (last, last_norm) = norms[0], norms[-1]
+    ratio = first_norm / last_norm
+    if ratio >= rules.vanishing_ratio:
+        return None
+    return Verdict(
+        "vanishing",
+        f"the first module ({first}) receives a gradient norm of {first_norm:.3g}, "
+        f"{ratio:.2g}x the last module's ({last}: {last_norm:.3g}); early layers barely learn.",
+        FIX_VANISHING, {"first_module": first, "last_module": last, "first_to_last": ratio})
+
+
+def by_severity(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """The verdicts most severe first; ``[HEALTHY]`` when there are none."""
+    return sorted(verdicts, key=lambda v: KINDS.index(v.kind)) or [HEALTHY]
