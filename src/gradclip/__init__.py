@@ -4,6 +4,7 @@ The public API; see the README for one example per name.
 """
 
 from gradclip.agc import adaptive_clip_grad_, unitwise_norm
+from gradclip.flat import FlatGradBuffer, flatten_grads_
 from gradclip.functional import (
     clip_grad_norm_,
     clip_grad_norm_per_tensor_,
@@ -22,4 +23,6 @@ __all__ = [
     "clip_grads_with_norm_",
     "get_total_norm",
     "unitwise_norm",
+    "FlatGradBuffer",
+    "flatten_grads_",
 ]

@@ -40,6 +40,7 @@ from gradclip.distributed import (
     local_tensors,
     needs_reduction,
 )
+from gradclip.flat import covering_buffers, grad_buffers, reiterable
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import (
     ParamsLike,
@@ -125,7 +126,8 @@ def get_total_norm(
     norm as an ordinary tensor, equal on every rank (see :mod:`gradclip.distributed`).
     """
     p = check_norm_type(norm_type)
-    all_tensors = [t for _, t in named_tensors(tensors, "tensors")]
+    # Flat gradient buffers (gradclip.flat) stand for the views they hold: O(1) kernels.
+    all_tensors = covering_buffers(tensors) or [t for _, t in named_tensors(tensors, "tensors")]
     if not all_tensors:
         return torch.tensor(0.0)
     if needs_reduction(all_tensors, process_group):
@@ -150,7 +152,7 @@ def clip_coefficient(max_norm: float | Tensor, total_norm: Tensor) -> Tensor:
 
 def scale_grads_(grads: Sequence[Tensor], coefficient: Tensor, foreach: bool | None) -> None:
     """Multiply every gradient in place by a 0-dim ``coefficient`` (no host sync)."""
-    for device, group, _ in group_by_device_and_dtype(grads):
+    for device, group, _ in group_by_device_and_dtype(covering_buffers(grads) or grads):
         coefficient_on_device = coefficient.to(device)
         if use_foreach(group, device, foreach):
             torch._foreach_mul_(group, coefficient_on_device)
@@ -178,7 +180,8 @@ def clip_grads_with_norm_(
     Same as ``torch.nn.utils.clip_grads_with_norm_``; ``max_norm`` may also be a tensor.
     """
     max_norm = _check_max_norm(max_norm)
-    grads = local_tensors([g for _, g in named_grads(parameters)])
+    parameters = reiterable(parameters)
+    grads = local_tensors(grad_buffers(parameters) or [g for _, g in named_grads(parameters)])
     if not grads:
         return
     if not isinstance(total_norm, Tensor):
@@ -212,8 +215,11 @@ def clip_grad_norm_(
     """
     policy = check_policy(nonfinite)
     max_norm = _check_max_norm(max_norm)
-    named = named_grads(parameters)
-    grads = [g for _, g in named]
+    parameters = reiterable(parameters)
+    # Flat gradient buffers (gradclip.flat) stand for their views; "error" names a view.
+    buffers = grad_buffers(parameters) if policy != "error" else None
+    named = named_grads(parameters) if buffers is None else []
+    grads = buffers or [g for _, g in named]
     total_norm = get_total_norm(
         grads, norm_type, error_if_nonfinite, foreach, process_group=process_group
     )
@@ -294,7 +300,9 @@ def clip_grad_value_(
     on which torch's foreach path fails, are skipped: there is nothing in them to clip.
     """
     clip_value = check_positive_number(clip_value, "clip_value", allow_zero=True)
-    grads = [g for g in local_tensors([g for _, g in named_grads(parameters)]) if g.numel() > 0]
+    parameters = reiterable(parameters)
+    grads = grad_buffers(parameters) or [g for _, g in named_grads(parameters)]
+    grads = [g for g in local_tensors(grads) if g.numel() > 0]
     clamp_grads_(grads, -clip_value, clip_value, foreach)
 
 
@@ -302,7 +310,7 @@ def clamp_grads_(
     grads: Sequence[Tensor], low: float | Tensor, high: float | Tensor, foreach: bool | None
 ) -> None:
     """Clamp every gradient element into ``[low, high]`` in place (torch's kernel order)."""
-    for device, group, _ in group_by_device_and_dtype(grads):
+    for device, group, _ in group_by_device_and_dtype(covering_buffers(grads) or grads):
         if use_foreach(group, device, foreach):
             torch._foreach_clamp_min_(group, low)
             torch._foreach_clamp_max_(group, high)
