@@ -46,8 +46,8 @@ class Recommendation:
 
 
 def spec_number(value: float) -> str:
-    """Two significant digits, as a spec string wants them: 0.8347 -> ``"0.83"``."""
-    return f"{value:.2g}"
+    """Two significant digits, plainly written: 0.8347 -> ``"0.83"``, 50.5 -> ``"50"``."""
+    return f"{float(f'{value:.2g}'):g}"
 
 
 def percentile_of(values: Tensor, q: float) -> float:
