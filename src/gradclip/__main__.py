@@ -1,0 +1,5 @@
+"""``python -m gradclip``: the command line."""
+
+from gradclip.app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""The clipping strategy of a run, from its spec string (``--clip norm:1.0``)."""
+
+from __future__ import annotations
+
+import gradclip
+from gradclip.app.errors import UserError
+from gradclip.strategies.base import Clipper
+
+
+def clipper_from_spec(spec: str) -> Clipper:
+    """``gradclip.from_spec(spec)``, with a bad spec turned into a one-line ``UserError``."""
+    from_spec = getattr(gradclip, "from_spec", None)
+    if from_spec is None:  # until the strategies package lands
+        from gradclip.app._interim_spec import from_spec
+    try:
+        return from_spec(spec)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"bad --clip spec {spec!r}: {error}") from None
+
+
+def check_spec(spec: str) -> str:
+    """Validate a spec up front (argparse ``type=``); returns it unchanged."""
+    clipper_from_spec(spec)
+    return spec

@@ -1,0 +1,62 @@
+"""``gradclip demo``: why clipping matters, on a vanilla RNN that explodes without it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from gradclip.app import demo
+from gradclip.app.cli import HelpFormatter
+from gradclip.app.clipping import clipper_from_spec
+from gradclip.app.commands import argtypes
+from gradclip.app.demo_plot import plot_demo
+from gradclip.app.errors import UserError
+from gradclip.app.run_dir import json_safe
+
+TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hidden), "
+         f"SGD lr {demo.LR} momentum {demo.MOMENTUM}, batch {demo.BATCH}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="train a vanilla RNN with and without clipping and compare",
+        formatter_class=HelpFormatter, description=__doc__.split("\n")[0] + "\n\n" + TITLE)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: runs/demo-<time>)")
+    parser.add_argument("--steps", type=argtypes.positive_int, default=4000,
+                        help="optimizer steps per run")
+    parser.add_argument("--seeds", type=argtypes.positive_int, default=3, help="seeds per strategy")
+    parser.add_argument("--clips", type=argtypes.label_list, default=list(demo.STRATEGIES),
+                        help="comma-separated clipping specs to compare")
+    parser.add_argument("--workers", type=argtypes.positive_int, default=2,
+                        help="runs trained in parallel, one CPU thread each")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short check: 300 steps, 1 seed")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    strategies = tuple(args.clips)
+    for spec in strategies:
+        clipper_from_spec(spec)
+    steps, seeds = (300, 1) if args.quick else (args.steps, args.seeds)
+    out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty; choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{TITLE}\n{len(strategies)} strategies x {seeds} seeds, {steps} steps each, "
+          f"{args.workers} at a time; runs in {out}")
+    started = time.perf_counter()
+    results = demo.run_demo(out, steps, seeds, strategies, args.workers)
+    rows = demo.summary_rows(results, strategies)
+    table = demo.format_table(rows)
+    (out / "demo.json").write_text(json.dumps(json_safe(rows), indent=2) + "\n")
+    (out / "table.txt").write_text(table + "\n")
+    plot = plot_demo(results, strategies, TITLE, out / "demo.png")
+    print(f"\n{table}\n\n(final MSE on 1,000 validation sequences; learnt = MSE < 0.01; "
+          f"predicting 1 always scores 0.167)\n")
+    print(demo.EXPLANATION)
+    print(f"\nplot: {plot}\ntotal time: {time.perf_counter() - started:.0f} s")
+    return 0

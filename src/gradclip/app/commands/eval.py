@@ -1,0 +1,61 @@
+"""``gradclip eval``: score a trained text model on another CSV of the same format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from gradclip.app import checkpoint as checkpoints
+from gradclip.app.cli import HelpFormatter
+from gradclip.app.errors import UserError
+from gradclip.app.models import build_model
+from gradclip.app.optimization import resolve_device
+from gradclip.app.report import format_scores
+from gradclip.app.run_dir import read_config
+from gradclip.app.tasks import load_task
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="score a trained text model on another CSV", formatter_class=HelpFormatter,
+        description=__doc__.split("\n")[0] + "\n\nexample:\n  gradclip eval runs/text-lstm-"
+        "norm_1.0-20260101-120000 --data unseen.csv --json")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                        help="run directory written by gradclip train --task text")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="CSV with comment_text and the run's label columns")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (mean_roc_auc, per_label, accuracy, loss)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.set_defaults(run=run)
+
+
+def load_model(run_dir: Path, config: dict, task, device: torch.device) -> torch.nn.Module:
+    """The run's model with the weights of its checkpoint, in eval mode."""
+    state = checkpoints.load_checkpoint(run_dir)
+    model = build_model(task, **config["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise UserError(f"the checkpoint in {run_dir} does not match its config.json") from None
+    return model.to(device).eval()
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.data.is_file():
+        raise UserError(f"--data {args.data}: no such file")
+    config = read_config(args.run_dir)
+    device = resolve_device(args.device)
+    task = load_task(config["task"], args.run_dir, training=False)
+    model = load_model(args.run_dir, config, task, device)
+    with torch.no_grad():
+        scores = task.evaluate_file(model, args.data, device)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(f"{args.data} scored by {args.run_dir}:")
+        print("\n".join(format_scores(scores)))
+    return 0
