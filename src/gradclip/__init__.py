@@ -12,10 +12,30 @@ from gradclip.functional import (
     clip_grads_with_norm_,
     get_total_norm,
 )
+from gradclip.strategies import (
+    AGC,
+    AutoClip,
+    Clipper,
+    ClipStats,
+    NoClip,
+    NormClip,
+    ValueClip,
+    ZClip,
+    from_spec,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGC",
+    "AutoClip",
+    "ClipStats",
+    "Clipper",
+    "NoClip",
+    "NormClip",
+    "ValueClip",
+    "ZClip",
+    "from_spec",
     "adaptive_clip_grad_",
     "clip_grad_norm_",
     "clip_grad_norm_per_tensor_",

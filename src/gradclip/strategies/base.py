@@ -50,3 +50,20 @@ class Clipper(ABC):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
+        if state_dict:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, got a state dict with {sorted(state_dict)}"
+            )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor keywords that rebuild this clipper (its spec string, its ``repr``)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return describe(self, self.hyperparameters())
+
+
+def describe(clipper: Clipper, hyperparameters: dict[str, Any]) -> str:
+    """``Name(key=value, ...)``: the constructor call that rebuilds ``clipper``."""
+    arguments = ", ".join(f"{key}={value!r}" for key, value in hyperparameters.items())
+    return f"{type(clipper).__name__}({arguments})"

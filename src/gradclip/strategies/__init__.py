@@ -1,0 +1,23 @@
+"""Stateful clipping strategies behind one protocol: ``clip_(parameters) -> ClipStats``."""
+
+from gradclip.strategies.agc import AGC
+from gradclip.strategies.autoclip import AutoClip
+from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.norm import NoClip, NormClip
+from gradclip.strategies.spec import describe_specs, from_spec, spec_string
+from gradclip.strategies.value import ValueClip
+from gradclip.strategies.zclip import ZClip
+
+__all__ = [
+    "AGC",
+    "AutoClip",
+    "ClipStats",
+    "Clipper",
+    "NoClip",
+    "NormClip",
+    "ValueClip",
+    "ZClip",
+    "describe_specs",
+    "from_spec",
+    "spec_string",
+]

@@ -1,0 +1,80 @@
+"""Adaptive gradient clipping as a strategy (``AGC``), with per-group settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from gradclip.agc import agc_coefficient, unitwise_norm
+from gradclip.functional import _no_grad
+from gradclip.nonfinite import check_policy
+from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number
+from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.groups import all_grads, all_named_params, param_groups
+from gradclip.strategies.policy import false_like, pre_clip_norm, zero_if_skipped_
+
+
+def check_agc_options(clipping: float | None, eps: float) -> dict[str, Any]:
+    """Validated ``AGC`` options; ``clipping=None`` (groups only) leaves a group unclipped."""
+    if clipping is not None:
+        clipping = check_positive_number(clipping, "clipping")
+    return {"clipping": clipping, "eps": check_positive_number(eps, "eps", allow_zero=True)}
+
+
+class AGC(Clipper):
+    """Adaptive gradient clipping: each unit's gradient norm at most ``clipping`` times its weight's.
+
+    Per unit ``i`` (an output row/channel; a whole bias or scalar):
+    ``G_i <- G_i * clipping * max(||W_i||, eps) / ||G_i||`` where that ratio is exceeded
+    (the maths of :func:`gradclip.adaptive_clip_grad_`, matching ``optax.adaptive_grad_clip``).
+    Use it to train without normalisation layers or with large batches; NFNets leave the
+    final linear layer unclipped, which parameter groups express::
+
+        AGC(0.01).clip_([{"params": body}, {"params": head, "clipping": None}])
+
+    ``ClipStats.threshold`` is ``None`` (the limit is per unit, not one norm); ``total_norm``
+    is the global L2 norm before clipping; ``clipped`` says whether any unit was scaled.
+
+    References:
+        Brock, De, Smith & Simonyan, 2021, "High-Performance Large-Scale Image Recognition
+        Without Normalization" (arXiv 2102.06171).
+    """
+
+    def __init__(
+        self, clipping: float = 0.01, eps: float = 1e-3, *, nonfinite: str | None = None
+    ) -> None:
+        if clipping is None:
+            raise ValueError("clipping must be a positive finite number, got None")
+        options = check_agc_options(clipping, eps)
+        self.clipping: float = options["clipping"]
+        self.eps: float = options["eps"]
+        self.nonfinite = check_policy(nonfinite)
+
+    @_no_grad
+    def clip_(self, parameters: ParamsLike) -> ClipStats:
+        defaults = {"clipping": self.clipping, "eps": self.eps}
+        groups = param_groups(parameters, defaults, check_agc_options)
+        total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite)
+        clipped = false_like(total_norm)
+        for group in groups:
+            if group.options["clipping"] is not None:
+                clipped = _clip_units_(group.named_params, **group.options, clipped=clipped)
+        skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
+        return ClipStats(total_norm, None, clipped, skipped)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"clipping": self.clipping, "eps": self.eps, "nonfinite": self.nonfinite}
+
+
+def _clip_units_(
+    named_params: list[NamedTensor], clipping: float, eps: float, clipped: Tensor
+) -> Tensor:
+    """Scale each unit's gradient by its AGC coefficient; ``clipped`` or-ed with "some unit was"."""
+    for _, param in named_params:
+        if param.grad is not None:
+            unit_norms = unitwise_norm(param.grad)
+            coefficient = agc_coefficient(unit_norms, unitwise_norm(param), clipping, eps)
+            param.grad.mul_(coefficient)
+            clipped = clipped | (coefficient < 1).any().to(clipped.device)
+    return clipped

@@ -1,0 +1,106 @@
+"""Clipping by the global gradient norm (``NormClip``) and no clipping at all (``NoClip``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradclip.functional import clip_coefficient, clip_grad_norm_
+from gradclip.nonfinite import check_policy
+from gradclip.parameters import NamedTensor, ParamsLike, check_norm_type, check_positive_number
+from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.groups import ParamGroup, all_grads, all_named_params, param_groups
+from gradclip.strategies.policy import false_like, pre_clip_norm, skipped_flag, zero_if_skipped_
+
+
+class NoClip(Clipper):
+    """Leave gradients unchanged; report their global L2 norm (and apply the non-finite policy).
+
+    The baseline every comparison needs, and a monitor when only the norm is wanted.
+    """
+
+    def __init__(self, *, nonfinite: str | None = None) -> None:
+        self.nonfinite = check_policy(nonfinite)
+
+    def clip_(self, parameters: ParamsLike) -> ClipStats:
+        groups = param_groups(parameters, {})
+        total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite)
+        skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
+        return ClipStats(total_norm, None, false_like(total_norm), skipped)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"nonfinite": self.nonfinite}
+
+
+def check_norm_options(max_norm: float | None, norm_type: float | str) -> dict[str, Any]:
+    """Validated ``NormClip`` options; ``max_norm=None`` (groups only) leaves a group unclipped."""
+    if max_norm is not None:
+        max_norm = check_positive_number(max_norm, "max_norm")
+    return {"max_norm": max_norm, "norm_type": check_norm_type(norm_type)}
+
+
+class NormClip(Clipper):
+    """Clip the global gradient norm to ``max_norm``: ``g <- g * min(max_norm / (||g||_p + 1e-6), 1)``.
+
+    The classic fix for exploding gradients in recurrent networks; torch-exact (it is
+    ``gradclip.clip_grad_norm_``). ``ClipStats.threshold`` is ``max_norm``.
+
+    With parameter groups, groups that share ``(max_norm, norm_type)`` are clipped together by
+    their joint norm (so ``optimizer.param_groups`` without overrides is one global clip);
+    a group with ``max_norm=None`` is left unclipped. ``total_norm`` is then the norm of all
+    gradients with the default ``norm_type``, and ``threshold`` the default ``max_norm``.
+
+    References:
+        Pascanu, Mikolov & Bengio, 2013, "On the difficulty of training recurrent neural
+        networks".
+    """
+
+    def __init__(
+        self, max_norm: float, norm_type: float | str = 2.0, *, nonfinite: str | None = None
+    ) -> None:
+        if max_norm is None:
+            raise ValueError("max_norm must be a positive finite number, got None")
+        options = check_norm_options(max_norm, norm_type)
+        self.max_norm: float = options["max_norm"]
+        self.norm_type: float = options["norm_type"]
+        self.nonfinite = check_policy(nonfinite)
+
+    def clip_(self, parameters: ParamsLike) -> ClipStats:
+        defaults = {"max_norm": self.max_norm, "norm_type": self.norm_type}
+        groups = param_groups(parameters, defaults, check_norm_options)
+        partitions = _partition(groups)
+        if list(partitions) == [(self.max_norm, self.norm_type)]:
+            named = partitions[(self.max_norm, self.norm_type)]
+            total_norm = clip_grad_norm_(named, self.max_norm, self.norm_type, nonfinite=self.nonfinite)
+            clipped = clip_coefficient(self.max_norm, total_norm) < 1
+            skipped = skipped_flag(self.nonfinite, total_norm)
+        else:
+            total_norm, clipped, skipped = self._clip_partitions_(groups, partitions)
+        threshold = torch.full((), self.max_norm, device=total_norm.device)
+        return ClipStats(total_norm, threshold, clipped, skipped)
+
+    def _clip_partitions_(
+        self, groups: list[ParamGroup], partitions: dict[tuple, list[NamedTensor]]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite, self.norm_type)
+        clipped = false_like(total_norm)
+        for (max_norm, norm_type), named in partitions.items():
+            if max_norm is not None:
+                norm = clip_grad_norm_(named, max_norm, norm_type)
+                clipped = clipped | (clip_coefficient(max_norm, norm) < 1).to(clipped.device)
+        skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
+        return total_norm, clipped, skipped
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"max_norm": self.max_norm, "norm_type": self.norm_type, "nonfinite": self.nonfinite}
+
+
+def _partition(groups: list[ParamGroup]) -> dict[tuple, list[NamedTensor]]:
+    partitions: dict[tuple, list[NamedTensor]] = {}
+    for group in groups:
+        key = (group.options["max_norm"], group.options["norm_type"])
+        partitions.setdefault(key, []).extend(group.named_params)
+    return partitions
+
