@@ -12,6 +12,7 @@ from gradclip.functional import (
     clip_grads_with_norm_,
     get_total_norm,
 )
+from gradclip.monitor import GradientMonitor, GradientReport, Verdict, recommend_thresholds
 from gradclip.strategies import (
     AGC,
     AutoClip,
@@ -36,6 +37,10 @@ __all__ = [
     "ValueClip",
     "ZClip",
     "from_spec",
+    "GradientMonitor",
+    "GradientReport",
+    "Verdict",
+    "recommend_thresholds",
     "adaptive_clip_grad_",
     "clip_grad_norm_",
     "clip_grad_norm_per_tensor_",

@@ -6,7 +6,7 @@ Rules:
   without clipping (default the median: Pascanu et al. suggest a threshold near the
   average norm, so that ordinary steps pass and spikes are cut);
 - value threshold: the ``value_percentile``-th percentile of sampled per-element gradient
-  magnitudes ``|g|`` (default 99.9: only the extreme 0.1% of elements are clamped);
+  magnitudes ``|g|`` (default 99: only the largest 1% of elements are clamped);
 - ``autoclip:<quantile>`` adapts the norm threshold to the run's own history, and ``zclip``
   detects spikes by an EMA z-score; neither needs a measured value.
 
@@ -63,7 +63,7 @@ def _check_percentile(q: float, name: str) -> float:
 
 def recommend_thresholds(norms: Sequence[float] | Tensor,
                          element_magnitudes: Sequence[float] | Tensor | None = None,
-                         percentile: float = 50.0, *, value_percentile: float = 99.9,
+                         percentile: float = 50.0, *, value_percentile: float = 99.0,
                          autoclip_quantile: float = 0.1) -> Recommendation:
     """Thresholds from observed unclipped global norms (and optionally ``|g|`` samples).
 
