@@ -15,7 +15,12 @@ def clipper_from_spec(spec: str) -> Clipper:
     try:
         return from_spec(spec)
     except (ValueError, TypeError) as error:
-        raise UserError(f"bad --clip spec {spec!r}: {error}") from None
+        # the library's message lists every strategy over several lines; keep its first line
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if repr(spec) not in reason:
+            reason = f"invalid clipping spec {spec!r}: {reason}"
+        raise UserError(f"{reason} (e.g. none, norm:1.0, value:0.5, agc:0.01, autoclip:0.1, "
+                        "zclip)") from None
 
 
 def check_spec(spec: str) -> str:

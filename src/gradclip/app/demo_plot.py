@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 SMOOTHING = 25  # steps in the loss's moving average
+LOSS_CEILING = 1e3  # top of the loss axis; exploding runs reach 1e30 and would flatten the rest
 
 
 def moving_average(values: list[float], window: int) -> list[float]:
@@ -43,14 +44,16 @@ def plot_demo(results: list[dict[str, Any]], strategies: tuple[str, ...], title:
                            alpha=0.8, linewidth=1, label=label)
             norm_axis.plot(steps, run["grad_norm"], color=colour, alpha=0.5, linewidth=0.6,
                            label=label)
-            if math.isnan(run["loss"][-1]) or math.isinf(run["loss"][-1]):
-                loss_axis.plot(len(run["loss"]), 1.0, marker="x", color=colour, markersize=9)
+            if not math.isfinite(run["loss"][-1]):
+                loss_axis.plot(len(run["loss"]), LOSS_CEILING / 3, marker="x", color=colour,
+                               markersize=10, markeredgewidth=2)
     loss_axis.axhline(1 / 6, color="grey", linestyle=":", label="predict 1 always (MSE 1/6)")
     loss_axis.axhline(0.01, color="black", linestyle="--", linewidth=0.8,
                       label="success: MSE 0.01")
-    loss_axis.set(yscale="log", xlabel="optimizer step",
+    loss_axis.set(yscale="log", ylim=(1e-4, LOSS_CEILING), xlabel="optimizer step",
                   ylabel=f"training MSE, moving average over {SMOOTHING} steps (log scale)",
-                  title="training loss (x: loss became NaN, run stopped)")
+                  title=f"training loss (x: loss became NaN, run stopped; axis cut at "
+                        f"{LOSS_CEILING:g})")
     norm_axis.set(yscale="log", xlabel="optimizer step",
                   ylabel="global L2 gradient norm before clipping (log scale)",
                   title="gradient norm")
