@@ -9,11 +9,8 @@ from gradclip.strategies.base import Clipper
 
 def clipper_from_spec(spec: str) -> Clipper:
     """``gradclip.from_spec(spec)``, with a bad spec turned into a one-line ``UserError``."""
-    from_spec = getattr(gradclip, "from_spec", None)
-    if from_spec is None:  # until the strategies package lands
-        from gradclip.app._interim_spec import from_spec
     try:
-        return from_spec(spec)
+        return gradclip.from_spec(spec)
     except (ValueError, TypeError) as error:
         # the library's message lists every strategy over several lines; keep its first line
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
