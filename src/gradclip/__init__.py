@@ -13,6 +13,7 @@ from gradclip.functional import (
     get_total_norm,
 )
 from gradclip.monitor import GradientMonitor, GradientReport, Verdict, recommend_thresholds
+from gradclip.optim import ClippedOptimizer
 from gradclip.strategies import (
     AGC,
     AutoClip,
@@ -31,6 +32,7 @@ __all__ = [
     "AGC",
     "AutoClip",
     "ClipStats",
+    "ClippedOptimizer",
     "Clipper",
     "NoClip",
     "NormClip",

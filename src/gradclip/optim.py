@@ -1,0 +1,115 @@
+"""``ClippedOptimizer``: an optimizer whose ``step()`` clips first, and skips when it must."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.spec import from_spec
+
+
+class ClippedOptimizer(torch.optim.Optimizer):
+    """Wrap ``optimizer`` so that ``step()`` runs ``clipper.clip_`` on its parameters first.
+
+    ``clipper`` is a strategy or a spec string (``"zclip"``, ``"norm:1.0"``).
+
+    ``step()`` = ``clip_()`` (the clipper on every parameter of every group; its
+    :class:`ClipStats` kept in ``last_stats``) then ``step_optimizer(stats)``, which steps
+    unless the step must be skipped. A step is skipped only under the clipper's ``"skip"``
+    policy with a non-finite gradient: the gradients are zeroed, but a zero gradient would
+    still move the weights through momentum, Adam's moments or weight decay, so the optimizer
+    must not step at all. Deciding that is a host decision: under ``"skip"`` each ``step()``
+    reads one boolean from the device (one sync); under the other policies ``step()`` never
+    synchronises beyond what the optimizer itself does. Skipped steps are counted in
+    ``skipped_steps``.
+
+    Everything else (``param_groups``, ``state``, ``zero_grad``, ``add_param_group``, learning
+    rate schedulers) goes to the wrapped optimizer. ``state_dict()`` holds the optimizer's and
+    the clipper's state. The parameters alone are given to the clipper (not the group dicts,
+    whose keys such as Adam's ``eps`` could collide with a strategy's hyper-parameters).
+    Under AMP, call ``scaler.unscale_(optimizer.optimizer)`` before ``step()`` (a
+    ``GradScaler`` steps the inner optimizer itself); closures that the optimizer must call
+    several times (LBFGS) are not supported.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, clipper: Clipper | str) -> None:
+        # Not Optimizer.__init__: the wrapped optimizer owns the groups, state and hooks.
+        if isinstance(clipper, str):
+            clipper = from_spec(clipper)
+        if not isinstance(clipper, Clipper):
+            raise TypeError(f"clipper must be a gradclip Clipper, got {type(clipper).__name__}")
+        self.optimizer = optimizer
+        self.clipper = clipper
+        self.last_stats: ClipStats | None = None
+        self.skipped_steps = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "optimizer":  # not yet set (unpickling): avoid infinite recursion
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.optimizer.defaults
+
+    def parameters(self) -> list[Tensor]:
+        """Every parameter of every group, in order."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def clip_(self) -> ClipStats:
+        """Clip the gradients of every parameter; keep and return the stats."""
+        self.last_stats = self.clipper.clip_(self.parameters())
+        return self.last_stats
+
+    def must_skip(self, stats: ClipStats) -> bool:
+        """Whether this step must not reach the optimizer (reads ``stats.skipped`` under "skip")."""
+        return self.clipper.nonfinite == "skip" and bool(stats.skipped)
+
+    def step_optimizer(self, stats: ClipStats) -> None:
+        """Step the wrapped optimizer unless ``stats`` say the step is skipped."""
+        if self.must_skip(stats):
+            self.skipped_steps += 1
+            return
+        self.optimizer.step()
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Run ``closure`` (if given, with grad enabled), clip, then step unless skipped."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.step_optimizer(self.clip_())
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "clipper": self.clipper.state_dict(),
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+        self.clipper.load_state_dict(state_dict["clipper"])
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+
+    def __repr__(self) -> str:
+        return f"ClippedOptimizer({self.optimizer!r}, {self.clipper!r})"
