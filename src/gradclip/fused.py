@@ -82,6 +82,19 @@ def _restore(optimizer: torch.optim.Optimizer, name: str, value: Tensor | None) 
         setattr(optimizer, name, value)
 
 
+def norm_clip_grad_scale(
+    grads: list[Tensor | None], max_norm: float | Tensor, norm_type: float = 2.0
+) -> tuple[Tensor, Tensor]:
+    """The total norm of ``grads`` and the ``grad_scale`` that clips them to ``max_norm``.
+
+    ``grad_scale = max((||g||_p + 1e-6) / max_norm, 1)``: the fused kernel divides by it,
+    so it is the reciprocal of torch's ``min(max_norm / (||g||_p + 1e-6), 1)``. The only
+    pass over the gradients is the norm (one reduction per flat buffer).
+    """
+    total_norm = get_total_norm([g for g in grads if g is not None], norm_type)
+    return total_norm, torch.clamp((total_norm + CLIP_EPS) / max_norm, min=1.0)
+
+
 def fused_clip_step(
     optimizer: torch.optim.Optimizer,
     clipper: NormClip,
@@ -90,17 +103,16 @@ def fused_clip_step(
     """Clip the gradients of ``optimizer``'s parameters by ``clipper`` inside its fused step.
 
     Same effect as ``clipper.clip_(params); optimizer.step()`` (see the module docstring);
-    call only where :func:`can_fuse` holds (so the policy is never ``"error"``). Returns the ``ClipStats`` ``clip_`` would return.
+    call only where :func:`can_fuse` holds (so the policy is never ``"error"``). Returns the
+    ``ClipStats`` that ``clip_`` would return.
     """
     if closure is not None:
         with torch.enable_grad():
             closure()
     grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-    total_norm = get_total_norm([g for g in grads if g is not None], clipper.norm_type)
-    # grad_scale divides: the reciprocal of torch's min(max_norm / (norm + eps), 1).
-    grad_scale = torch.clamp((total_norm + CLIP_EPS) / clipper.max_norm, min=1.0)
-    nonfinite = is_nonfinite(total_norm)
-    skipped = nonfinite if clipper.nonfinite == "skip" else torch.zeros_like(nonfinite)
-    step_with_grad_scale(optimizer, grad_scale, skipped if clipper.nonfinite == "skip" else None)
+    total_norm, grad_scale = norm_clip_grad_scale(grads, clipper.max_norm, clipper.norm_type)
+    skip = is_nonfinite(total_norm) if clipper.nonfinite == "skip" else None
+    step_with_grad_scale(optimizer, grad_scale, skip)
+    skipped = skip if skip is not None else torch.zeros((), dtype=torch.bool, device=total_norm.device)
     threshold = torch.full((), clipper.max_norm, device=total_norm.device)
     return ClipStats(total_norm, threshold, grad_scale > 1, skipped)

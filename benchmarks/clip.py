@@ -1,0 +1,181 @@
+"""Clipping speed: gradclip against torch.nn.utils and against one read pass over the gradients.
+
+    python -m benchmarks.clip [--threads 1,2] [--repeats 30] [--json benchmarks/results.json]
+    python -m benchmarks.clip --quick          # tiny sizes, seconds: a smoke test
+
+For each model shape (many small tensors, an LSTM language model, a few large tensors, a
+real nn.LSTM + nn.GRU stack) it times, round-robin in one process:
+
+- ``torch_norm`` / ``torch_value``: ``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_``;
+- ``gradclip_norm`` / ``gradclip_value``: gradclip on the same (ordinary) gradients;
+- ``*_flat``: gradclip after ``gradclip.flatten_grads_`` (one buffer per device and dtype);
+- ``fused_clip``: the clip's own work when fused into the optimizer step (the norm and the
+  grad scale; the step kernel then applies it while it reads the gradient anyway);
+- ``fused_step`` / ``fused_step_clipped``: a fused ``Adam`` step without / with the clip;
+- ``read_pass``: one ``sum`` over the flat gradient buffer -- the memory-bandwidth floor.
+
+Then the whole-training-step overhead of every strategy and of the monitor on the LSTM text
+model (:mod:`benchmarks.step`). Prints medians and ratios; writes them all to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+import gradclip
+from benchmarks.common import (
+    interleaved_medians,
+    machine,
+    milliseconds,
+    print_table,
+    ratio,
+    write_json,
+)
+from benchmarks.step import run_step_benchmark
+from gradclip.fused import fused_clip_step, norm_clip_grad_scale
+
+MAX_NORM = 1.0
+CLIP_VALUE = 1e-3
+
+
+def rnn_stack_shapes(quick: bool) -> list[tuple[int, ...]]:
+    """Parameter shapes of a 2-layer LSTM followed by a 2-layer GRU (built on the meta device)."""
+    width = 16 if quick else 1024
+    stack = nn.ModuleList([
+        nn.LSTM(width // 2, width, num_layers=2, device="meta"),
+        nn.GRU(width, width, num_layers=2, device="meta"),
+    ])
+    return [tuple(p.shape) for p in stack.parameters()]
+
+
+def model_shapes(quick: bool) -> dict[str, list[tuple[int, ...]]]:
+    """The benchmark's gradient shapes: ``name -> list of tensor shapes``."""
+    if quick:
+        return {
+            "many_small_2000x1k": [(100,)] * 50,
+            "lstm_lm_24x1M": [(1_000,)] * 24,
+            "few_large_4x16M": [(10_000,)] * 4,
+            "rnn_stack": rnn_stack_shapes(quick),
+        }
+    return {
+        "many_small_2000x1k": [(1_000,)] * 2_000,
+        "lstm_lm_24x1M": [(1_000, 1_000)] * 24,
+        "few_large_4x16M": [(16_000_000,)] * 4,
+        "rnn_stack": rnn_stack_shapes(quick),
+    }
+
+
+def parameters_with_grads(shapes: Sequence[tuple[int, ...]], seed: int) -> list[nn.Parameter]:
+    generator = torch.Generator().manual_seed(seed)
+    params = [nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator)
+    return params
+
+
+def time_model(shapes: Sequence[tuple[int, ...]], repeats: int) -> dict[str, object]:
+    """Medians (ms) and ratios for one model shape."""
+    plain = parameters_with_grads(shapes, seed=0)
+    flat = parameters_with_grads(shapes, seed=0)
+    [buffer] = [b.buffer for b in gradclip.flatten_grads_(flat)]
+    optimizer = torch.optim.Adam(flat, lr=1e-6, fused=True)
+    clipper = gradclip.NormClip(MAX_NORM)
+    candidates = {
+        "read_pass": lambda: buffer.sum(),
+        "torch_norm": lambda: torch.nn.utils.clip_grad_norm_(plain, MAX_NORM),
+        "gradclip_norm": lambda: gradclip.clip_grad_norm_(plain, MAX_NORM),
+        "gradclip_norm_flat": lambda: gradclip.clip_grad_norm_(flat, MAX_NORM),
+        "fused_clip": lambda: norm_clip_grad_scale([p.grad for p in flat], MAX_NORM),
+        "torch_value": lambda: torch.nn.utils.clip_grad_value_(plain, CLIP_VALUE),
+        "gradclip_value": lambda: gradclip.clip_grad_value_(plain, CLIP_VALUE),
+        "gradclip_value_flat": lambda: gradclip.clip_grad_value_(flat, CLIP_VALUE),
+        "fused_step": optimizer.step,
+        "fused_step_clipped": lambda: fused_clip_step(optimizer, clipper),
+    }
+    medians = interleaved_medians(candidates, repeats)
+    return {
+        "tensors": len(shapes),
+        "elements": buffer.numel(),
+        "median_ms": milliseconds(medians),
+        "ratios": clip_ratios(medians),
+    }
+
+
+def clip_ratios(medians: dict[str, float]) -> dict[str, float]:
+    """The ratios the performance targets are stated in."""
+    step_overhead = medians["fused_step_clipped"] - medians["fused_step"]
+    return {
+        "torch_norm / gradclip_norm_flat": ratio(medians["torch_norm"], medians["gradclip_norm_flat"]),
+        "torch_norm / fused_clip": ratio(medians["torch_norm"], medians["fused_clip"]),
+        "gradclip_norm / torch_norm": ratio(medians["gradclip_norm"], medians["torch_norm"]),
+        "gradclip_norm_flat / torch_norm": ratio(medians["gradclip_norm_flat"], medians["torch_norm"]),
+        "torch_value / gradclip_value_flat": ratio(medians["torch_value"], medians["gradclip_value_flat"]),
+        "gradclip_value / torch_value": ratio(medians["gradclip_value"], medians["torch_value"]),
+        "fused_clip / read_pass": ratio(medians["fused_clip"], medians["read_pass"]),
+        "(fused_step_clipped - fused_step) / read_pass": ratio(step_overhead, medians["read_pass"]),
+        "gradclip_norm_flat / read_pass": ratio(medians["gradclip_norm_flat"], medians["read_pass"]),
+    }
+
+
+def print_clip_results(threads: int, results: dict[str, dict[str, object]]) -> None:
+    names = list(next(iter(results.values()))["median_ms"])
+    rows = [("median ms", *results)]
+    rows += [(name, *(f"{r['median_ms'][name]:.3f}" for r in results.values())) for name in names]
+    print_table(f"clipping, torch.set_num_threads({threads})", rows)
+    ratio_names = list(next(iter(results.values()))["ratios"])
+    rows = [("ratio", *results)]
+    rows += [(name, *(f"{r['ratios'][name]:.2f}" for r in results.values())) for name in ratio_names]
+    print_table("ratios", rows)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.clip", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--threads", default="1",
+                        help="torch.set_num_threads values, comma-separated (default: 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per benchmark (default: 30 for clipping, 40 for steps)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
+    parser.add_argument("--json", default="benchmarks/results.json", help="where to write results")
+    parser.add_argument("--no-step", action="store_true", help="skip the training-step benchmark")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        sys.exit(f"--threads must be comma-separated integers, got {args.threads!r}")
+    clip_repeats = args.repeats or (3 if args.quick else 30)
+    step_repeats = args.repeats or (3 if args.quick else 40)
+    payload: dict[str, object] = {
+        "command": " ".join(["python -m benchmarks.clip", *argv]),
+        "machine": machine(),
+        "quick": args.quick,
+        "clip": {},
+        "step": {},
+    }
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        print(f"torch.set_num_threads({threads}); torch.get_num_threads() = {torch.get_num_threads()}")
+        results = {name: time_model(shapes, clip_repeats)
+                   for name, shapes in model_shapes(args.quick).items()}
+        print_clip_results(threads, results)
+        payload["clip"][f"threads={threads}"] = results
+        if not args.no_step:
+            payload["step"][f"threads={threads}"] = run_step_benchmark(args.quick, step_repeats)
+    write_json(args.json, payload)
+    print(f"\nwrote {args.json}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

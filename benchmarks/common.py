@@ -1,0 +1,67 @@
+"""Timing helpers shared by the benchmarks: interleaved repeats, medians, ratios, output.
+
+Candidates are timed round-robin (one run of each per round, ``repeats`` rounds after
+``warmup`` rounds), so a slow spell of a shared machine hits every candidate alike, and
+each is summarised by its median.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def interleaved_medians(
+    candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall time in seconds of each candidate, timed round-robin."""
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for round_index in range(warmup + repeats):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                samples[name].append(elapsed)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, rounded for reading."""
+    return round(numerator / denominator, 3)
+
+
+def milliseconds(seconds: dict[str, float]) -> dict[str, float]:
+    return {name: round(value * 1e3, 4) for name, value in seconds.items()}
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+    }
+
+
+def print_table(title: str, rows: list[tuple[str, ...]]) -> None:
+    """Print ``rows`` (the first is the header) as aligned columns under ``title``."""
+    print(f"\n{title}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def write_json(path: str | Path, payload: dict[str, object]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

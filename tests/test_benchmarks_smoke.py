@@ -1,0 +1,52 @@
+"""`python -m benchmarks.clip --quick` runs and writes every figure the README cites (no timing checks)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+clip_benchmark = pytest.importorskip("benchmarks.clip")
+
+MODELS = {"many_small_2000x1k", "lstm_lm_24x1M", "few_large_4x16M", "rnn_stack"}
+CLIP_TIMINGS = {
+    "read_pass", "torch_norm", "gradclip_norm", "gradclip_norm_flat", "fused_clip",
+    "torch_value", "gradclip_value", "gradclip_value_flat", "fused_step", "fused_step_clipped",
+}
+STEP_VARIANTS = {
+    "none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip",
+    "norm:1.0 flat", "norm:1.0 flat+fused", "monitor every=1",
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "results.json"
+    clip_benchmark.main(["--quick", "--repeats", "1", "--json", str(path)])
+    return json.loads(path.read_text())
+
+
+def test_quick_benchmark_writes_clip_medians_for_every_model_shape(results):
+    by_model = results["clip"]["threads=1"]
+    assert set(by_model) == MODELS
+    for figures in by_model.values():
+        assert set(figures["median_ms"]) == CLIP_TIMINGS
+        assert all(value > 0 for value in figures["median_ms"].values())
+
+
+def test_quick_benchmark_writes_the_ratios_the_targets_are_stated_in(results):
+    ratios = results["clip"]["threads=1"]["many_small_2000x1k"]["ratios"]
+    assert "torch_norm / gradclip_norm_flat" in ratios
+    assert "(fused_step_clipped - fused_step) / read_pass" in ratios
+    assert "gradclip_norm / torch_norm" in ratios
+
+
+def test_quick_benchmark_writes_step_overhead_of_every_strategy_and_the_monitor(results):
+    step = results["step"]["threads=1"]
+    assert set(step["overhead_percent"]) == STEP_VARIANTS
+    assert {"baseline", "baseline fused-adam"} <= set(step["median_ms"])
+
+
+def test_benchmark_records_the_command_and_machine(results):
+    assert results["command"].startswith("python -m benchmarks.clip --quick")
+    assert results["machine"]["torch"]
