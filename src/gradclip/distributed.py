@@ -218,3 +218,40 @@ def sharded_unitwise_norm(tensor: Tensor, process_group: Any = None) -> Tensor:
     for group in groups:
         all_reduce_contribution(squares, 2.0, [group])
     return squares.sqrt().to(local.dtype)
+
+
+def shard_groups(tensors: Sequence[Tensor], process_group: Any = None) -> list[Any]:
+    """Every process group some of ``tensors`` is sharded over (DTensor ``Shard`` mesh dims, and
+    ``process_group`` if given), each once, in the same order on every rank."""
+    groups: dict[int, Any] = {}
+    if process_group is not None:
+        groups[id(process_group)] = process_group
+    for tensor in tensors:
+        if is_dtensor(tensor):
+            for group in _shard_groups(_without_partial(tensor)):
+                groups.setdefault(id(group), group)
+    return list(groups.values())
+
+
+def any_on_any_rank(flag: Tensor, tensors: Sequence[Tensor], process_group: Any = None) -> Tensor:
+    """A per-rank bool ``flag`` (e.g. "this shard was clipped") OR-ed over the shard groups of
+    ``tensors``: the same answer on every rank. Unsharded inputs return ``flag`` unchanged."""
+    import torch.distributed as dist
+
+    groups = shard_groups(tensors, process_group)
+    if not groups:
+        return flag
+    votes = flag.to(torch.int32)
+    for group in groups:
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=group)
+    return votes.bool()
+
+
+def unitwise_norm_of(tensor: Tensor, process_group: Any = None) -> Tensor:
+    """AGC's unit-wise norm: :func:`sharded_unitwise_norm` for a DTensor or with
+    ``process_group``, else :func:`gradclip.agc.unitwise_norm` (the single-process kernel)."""
+    if needs_reduction([tensor], process_group):
+        return sharded_unitwise_norm(tensor, process_group)
+    from gradclip.agc import unitwise_norm
+
+    return unitwise_norm(tensor)

@@ -89,13 +89,13 @@ class StepReport:
 
 def per_layer_grad_norms(model: nn.Module) -> dict[str, float]:
     """L2 norm of the gradient of each module that owns parameters (``layers.0.directions.1``)."""
-    squares: dict[str, list[Tensor]] = {}
+    grads: dict[str, list[Tensor]] = {}
     for name, grad in named_grads(model.named_parameters()):
         module = name.rpartition(".")[0] or name
-        squares.setdefault(module, []).append(grad.detach().float().pow(2).sum())
-    names = list(squares)
-    norms = torch.stack([torch.stack(squares[n]).sum() for n in names]).sqrt().tolist()
-    return dict(zip(names, norms, strict=True))
+        grads.setdefault(module, []).append(grad.detach())
+    # get_total_norm reduces sharded (FSDP2 DTensor) gradients over their ranks.
+    norms = torch.stack([get_total_norm(group).float() for group in grads.values()]).tolist()
+    return dict(zip(grads, norms, strict=True))
 
 
 class Trainer:

@@ -126,6 +126,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="write checkpoint.pt every N steps (0: only at the end)")
     group.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                        help="progress bar: auto shows it when stdout is a terminal")
+    group.add_argument("--distributed", choices=("none", "ddp", "fsdp"), default="none",
+                       help="under torchrun: DDP or FSDP2 over the launched processes, each "
+                            "taking its slice of every --batch-size batch (gloo on CPU, NCCL "
+                            "on CUDA); see docs/readme/distributed.md")
 
 
 def total_steps(args: argparse.Namespace, batches_per_epoch: int | None) -> int:
@@ -180,6 +184,11 @@ def prepare_new_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Any
 
 def run(args: argparse.Namespace) -> int:
     progress = {"auto": None, "always": True, "never": False}[args.progress]
+    from gradclip.app import distributed_training
+
+    distributed = distributed_training.launch_for(args)
+    if distributed is not None:
+        return distributed_training.run(args, *distributed, progress)
     checkpoint = None
     if args.resume is not None:
         run_dir = args.resume
