@@ -10,7 +10,8 @@ clip_benchmark = pytest.importorskip("benchmarks.clip")
 
 MODELS = {"many_small_2000x1k", "lstm_lm_24x1M", "few_large_4x16M", "rnn_stack"}
 CLIP_TIMINGS = {
-    "read_pass", "torch_norm", "gradclip_norm", "gradclip_norm_flat", "fused_clip",
+    "read_pass", "torch_norm", "gradclip_norm", "gradclip_norm_flat", "gradclip_norm_flat_fast",
+    "fused_clip", "fused_clip_fast",
     "torch_value", "gradclip_value", "gradclip_value_flat", "fused_step", "fused_step_clipped",
 }
 STEP_VARIANTS = {

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import gradclip
 
-# The flat 2-norm is one reduction, torch's a norm of per-tensor norms: float32 rounding.
+# exact_norm=False: the 2-norm is one reduction, torch's a norm of norms: float32 rounding.
 NORM_RTOL = 1e-5
 
 
@@ -36,14 +36,14 @@ def backward(model: nn.Module, seed: int = 1, scale: float = 1.0) -> None:
     (model(x).square().sum() * scale).backward()
 
 
-def twins(seed: int = 0) -> tuple[nn.Module, nn.Module]:
+def twins(seed: int = 0, exact_norm: bool = False) -> tuple[nn.Module, nn.Module]:
     """Two identical models with gradients; the second one flattened."""
     plain = make_model(seed)
     backward(plain, scale=40.0)
     flat = copy.deepcopy(plain)  # Parameter.__deepcopy__ leaves .grad behind
     for p, q in zip(plain.parameters(), flat.parameters(), strict=True):
         q.grad = p.grad.clone()
-    gradclip.flatten_grads_(flat)
+    gradclip.flatten_grads_(flat, exact_norm=exact_norm)
     return plain, flat
 
 
@@ -115,8 +115,18 @@ def test_parameter_left_out_of_backward_gets_a_zero_gradient_not_none():
     assert torch.count_nonzero(model[4].weight.grad) == 0
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, "inf"])
+def test_clip_grad_norm_on_flat_buffer_is_bit_identical_to_torch_by_default(norm_type):
+    plain, flat = twins(exact_norm=True)
+    norm_torch = torch.nn.utils.clip_grad_norm_(plain.parameters(), 0.5, norm_type)
+    norm_flat = gradclip.clip_grad_norm_(flat.parameters(), 0.5, norm_type)
+    assert torch.equal(norm_flat, norm_torch)
+    for ga, gb in zip(grads_of(plain), grads_of(flat), strict=True):
+        assert torch.equal(ga, gb)
+
+
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0])
-def test_clip_grad_norm_on_flat_buffer_matches_per_tensor_path(norm_type):
+def test_fast_norm_on_flat_buffer_matches_per_tensor_path_to_float_rounding(norm_type):
     plain, flat = twins()
     norm_plain = gradclip.clip_grad_norm_(plain.parameters(), 0.5, norm_type)
     norm_flat = gradclip.clip_grad_norm_(flat.parameters(), 0.5, norm_type)
@@ -124,7 +134,7 @@ def test_clip_grad_norm_on_flat_buffer_matches_per_tensor_path(norm_type):
     assert_grads_close(plain, flat)
 
 
-def test_inf_norm_on_flat_buffer_is_bit_identical():
+def test_fast_inf_norm_on_flat_buffer_is_bit_identical():
     plain, flat = twins()
     norm_plain = gradclip.clip_grad_norm_(plain.parameters(), 0.5, "inf")
     norm_flat = gradclip.clip_grad_norm_(flat.parameters(), 0.5, "inf")
@@ -164,7 +174,7 @@ def flat_parameters(count: int) -> list[nn.Parameter]:
     params = [nn.Parameter(torch.randn(3)) for _ in range(count)]
     for p in params:
         p.grad = torch.randn(3)
-    gradclip.flatten_grads_(params)
+    gradclip.flatten_grads_(params, exact_norm=False)
     return params
 
 
@@ -257,9 +267,10 @@ def test_skip_policy_on_flat_buffers_zeroes_every_gradient():
 SPECS = ["norm:0.5", "value:0.05", "agc:0.01", "autoclip:0.1", "zclip", "none"]
 
 
+@pytest.mark.parametrize("exact_norm", [True, False], ids=["exact", "fast"])
 @pytest.mark.parametrize("spec", SPECS)
-def test_every_strategy_on_flat_buffers_matches_per_tensor_over_steps(spec):
-    plain, flat = twins()
+def test_every_strategy_on_flat_buffers_matches_per_tensor_over_steps(spec, exact_norm):
+    plain, flat = twins(exact_norm=exact_norm)
     clippers = [gradclip.from_spec(spec), gradclip.from_spec(spec)]
     for step in range(6):
         for model, clipper in zip((plain, flat), clippers, strict=True):
@@ -267,3 +278,11 @@ def test_every_strategy_on_flat_buffers_matches_per_tensor_over_steps(spec):
             backward(model, seed=step, scale=1.0 + 10.0 * (step % 3))
             clipper.clip_(model.parameters())
         assert_grads_close(plain, flat, rtol=1e-4)
+
+
+def test_argument_errors_are_unchanged_once_some_gradients_are_flattened():
+    flat_parameters(3)
+    with pytest.raises(TypeError, match="parameters must be a tensor, an iterable"):
+        gradclip.clip_grad_value_(3.0, 1.0)
+    with pytest.raises(TypeError, match=r"parameters\[0\] is a float"):
+        gradclip.clip_grad_norm_([1.0], 1.0)

@@ -40,7 +40,7 @@ from gradclip.distributed import (
     local_tensors,
     needs_reduction,
 )
-from gradclip.flat import covering_buffers, grad_buffers, reiterable
+from gradclip.flat import covering_buffers, grad_buffers, norm_operands, reiterable
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import (
     ParamsLike,
@@ -127,7 +127,7 @@ def get_total_norm(
     """
     p = check_norm_type(norm_type)
     # Flat gradient buffers (gradclip.flat) stand for the views they hold: O(1) kernels.
-    all_tensors = covering_buffers(tensors) or [t for _, t in named_tensors(tensors, "tensors")]
+    all_tensors = norm_operands(tensors) or [t for _, t in named_tensors(tensors, "tensors")]
     if not all_tensors:
         return torch.tensor(0.0)
     if needs_reduction(all_tensors, process_group):
