@@ -152,22 +152,30 @@ def draw_norms(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) ->
              title="gradient norm (dashed: clipping threshold)")
 
 
-def draw_heat_map(axis: Any, figure: Any, run: RunCurves) -> None:
-    """Modules x logged steps, colour = log10 of the module's gradient norm."""
+def log_grid(run: RunCurves) -> list[list[float]]:
+    """log10 of each module's norm at each logged step (NaN where not finite or zero)."""
+    return [[math.log10(v) if math.isfinite(v) and v > 0 else math.nan for v in norms]
+            for norms in run.layer_norms.values()]
+
+
+def draw_heat_map(axis: Any, run: RunCurves, limits: tuple[float, float] | None = None) -> Any:
+    """Modules x logged steps, colour = log10 of the module's gradient norm; the image."""
     names = list(run.layer_norms)
     if not names:
         axis.text(0.5, 0.5, "no per-layer norms logged (--log-every 0)", ha="center",
                   transform=axis.transAxes)
         axis.set_axis_off()
-        return
-    grid = [[math.log10(v) if math.isfinite(v) and v > 0 else math.nan
-             for v in run.layer_norms[name]] for name in names]
+        return None
     steps = run.layer_steps
-    image = axis.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis",
-                        extent=(steps[0] - 0.5, steps[-1] + 0.5, len(names) - 0.5, -0.5))
+    interval = steps[1] - steps[0] if len(steps) > 1 else steps[0]
+    low, high = limits or (None, None)
+    # each cell covers the steps since the previous log, ending at the logged step
+    image = axis.imshow(log_grid(run), aspect="auto", interpolation="nearest", cmap="viridis",
+                        vmin=low, vmax=high,
+                        extent=(steps[0] - interval, steps[-1], len(names) - 0.5, -0.5))
     axis.set_yticks(range(len(names)), names, fontsize=8)
     axis.set(xlabel="optimizer step", title=f"per-layer gradient norm: {run.label}")
-    figure.colorbar(image, ax=axis, label="log10 gradient L2 norm")
+    return image
 
 
 def plot_run(run_dir: Path) -> list[Path]:
@@ -188,7 +196,113 @@ def plot_run(run_dir: Path) -> list[Path]:
         paths.append(run_dir / name)
     figure, axis = plt.subplots(figsize=(9, 1.6 + 0.35 * max(1, len(curves.layer_norms))),
                                 constrained_layout=True)
-    draw_heat_map(axis, figure, curves)
+    image = draw_heat_map(axis, curves)
+    if image is not None:
+        figure.colorbar(image, ax=axis, label="log10 gradient L2 norm")
     figure.savefig(run_dir / "layer_norms.png", dpi=110)
     plt.close(figure)
     return [*paths, run_dir / "layer_norms.png"]
+
+
+def panel_grid(plt: Any, count: int, width: float = 5.2, height: float = 3.6) -> tuple:
+    """A figure with ``count`` panels, at most 4 per row; returns (figure, flat axes)."""
+    columns = min(4, count)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
+                                constrained_layout=True, squeeze=False)
+    flat = [axis for line in axes for axis in line]
+    for axis in flat[count:]:
+        axis.set_axis_off()
+    return figure, flat[:count]
+
+
+def clip_colours(plt: Any, clips: Sequence[str]) -> dict[str, str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {clip: cycle[i % len(cycle)] for i, clip in enumerate(dict.fromkeys(clips))}
+
+
+def panel_title(setting: Any, labels: Sequence[str]) -> str:
+    parts = {"model": setting.model, "seq_len": f"T={setting.seq_len}",
+             "lr": f"lr={setting.lr:g}"}
+    return " ".join(parts[key] for key in labels if key in parts) or "all runs"
+
+
+def plot_compare(out: Path, grouped: dict[Any, list[dict[str, Any]]], labels: Sequence[str]
+                 ) -> list[Path]:
+    """``losses.png``, ``grad_norms.png``, ``layer_norms.png`` (and ``success.png``) in ``out``.
+
+    One panel per setting other than the clip (model, length, learning rate), one colour per
+    clip spec, one line per seed.
+    """
+    plt = pyplot()
+    panels: dict[str, list[RunCurves]] = {}
+    for setting, results in grouped.items():
+        panel = panels.setdefault(panel_title(setting, labels), [])
+        panel.extend(read_curves(Path(r["run_dir"]), setting.clip) for r in results)
+    colours = clip_colours(plt, [s.clip for s in grouped])
+    paths = []
+    for name, draw in (("losses.png", draw_loss), ("grad_norms.png", draw_norms)):
+        figure, axes = panel_grid(plt, len(panels))
+        for axis, (title, runs) in zip(axes, panels.items(), strict=True):
+            draw(axis, runs, colours)
+            axis.set_title(f"{title}: {axis.get_title()}", fontsize=9)
+        handles = [plt.Line2D([], [], color=c, label=clip) for clip, c in colours.items()]
+        figure.legend(handles=handles, title="--clip", loc="outside right upper", fontsize=8)
+        figure.savefig(out / name, dpi=100)
+        plt.close(figure)
+        paths.append(out / name)
+    paths.append(plot_layer_maps(plt, out, panels))
+    seq_lens = {s.seq_len for s in grouped}
+    if len(seq_lens) > 1:
+        paths.append(plot_success(plt, out, grouped))
+    return paths
+
+
+def plot_layer_maps(plt: Any, out: Path, panels: dict[str, list[RunCurves]]) -> Path:
+    """Per-layer heat maps of the first seed of each clip spec in the first panel."""
+    title, runs = next(iter(panels.items()))
+    firsts = list({run.label: run for run in reversed(runs)}.values())[::-1]
+    figure, axes = plt.subplots(len(firsts), 1, squeeze=False, constrained_layout=True,
+                                figsize=(9, 0.6 + (1.0 + 0.3 * max(
+                                    1, len(firsts[0].layer_norms))) * len(firsts)))
+    values = [v for run in firsts for line in log_grid(run) for v in line if math.isfinite(v)]
+    limits = (min(values), max(values)) if values else None
+    flat = [a for line in axes for a in line]
+    images = [draw_heat_map(axis, run, limits) for axis, run in zip(flat, firsts, strict=True)]
+    shown = [image for image in images if image is not None]
+    if shown:
+        figure.colorbar(shown[0], ax=flat, label="log10 gradient L2 norm (shared scale)")
+    figure.suptitle(f"per-layer gradient norm (first seed), {title}")
+    figure.savefig(out / "layer_norms.png", dpi=100)
+    plt.close(figure)
+    return out / "layer_norms.png"
+
+
+def plot_success(plt: Any, out: Path, grouped: dict[Any, list[dict[str, Any]]]) -> Path:
+    """Success rate and divergence rate against sequence length, per learning rate."""
+    lrs = sorted({s.lr for s in grouped})
+    figure, axes = panel_grid(plt, len(lrs), width=5.6, height=4.2)
+    styles = ["-", "--", ":", "-."]
+    models = list(dict.fromkeys(s.model for s in grouped))
+    colours = clip_colours(plt, [s.clip for s in grouped])
+    for axis, lr in zip(axes, lrs, strict=True):
+        for model in models:
+            for clip in colours:
+                points = sorted((s.seq_len, results) for s, results in grouped.items()
+                                if s.lr == lr and s.model == model and s.clip == clip)
+                if not points:
+                    continue
+                rates = [100 * sum(bool(r["summary"].get("success")) for r in results)
+                         / len(results) for _, results in points]
+                axis.plot([t for t, _ in points], rates, marker="o", color=colours[clip],
+                          linestyle=styles[models.index(model) % len(styles)],
+                          label=f"{model} {clip}")
+        axis.set(xscale="log", xlabel="sequence length T (log scale)", ylim=(-5, 105),
+                 ylabel="runs that learnt the task (%)", title=f"lr={lr:g}")
+        axis.set_xticks(sorted({s.seq_len for s in grouped}),
+                        [str(t) for t in sorted({s.seq_len for s in grouped})])
+    axes[0].legend(fontsize=8, title="model, --clip")
+    figure.suptitle("success rate over seeds against sequence length")
+    figure.savefig(out / "success.png", dpi=100)
+    plt.close(figure)
+    return out / "success.png"

@@ -28,11 +28,16 @@ from gradclip.app.commands.train import (
     prepare_new_run,
 )
 from gradclip.app.loop import Trainer
+from gradclip.app.monitoring import MonitoredClipper
 from gradclip.app.run_dir import json_safe
-from gradclip.monitor import GradientMonitor, Recommendation, Verdict, recommend_thresholds
+from gradclip.monitor import (
+    GradientMonitor,
+    GradientReport,
+    Recommendation,
+    Verdict,
+    recommend_thresholds,
+)
 from gradclip.monitor.recommend import percentile_of, sample_element_magnitudes
-from gradclip.parameters import ParamsLike
-from gradclip.strategies.base import Clipper, ClipStats
 
 DEFAULT_STEPS = 300
 SAMPLES_PER_STEP = 512  # gradient elements drawn per step for the value threshold
@@ -85,17 +90,18 @@ class GradientProfile:
     global_norms: list[float] = field(default_factory=list)
     module_norms: dict[str, list[float]] = field(default_factory=dict)
     magnitudes: list[torch.Tensor] = field(default_factory=list)
-    clipped_steps: int = 0
+    generator: torch.Generator = field(default_factory=torch.Generator)
     verdict_counts: Counter = field(default_factory=Counter)
     first_verdicts: dict[str, Verdict] = field(default_factory=dict)
     last_verdicts: list[Verdict] = field(default_factory=list)
 
-    def add(self, report: Any, magnitudes: torch.Tensor, clipped: bool) -> None:
+    def add(self, report: GradientReport, grads: list[torch.Tensor]) -> None:
+        """Record one step's report and a sample of its raw gradient elements."""
+        magnitudes = sample_element_magnitudes(grads, SAMPLES_PER_STEP, self.generator)
         self.global_norms.append(report.global_norm)
         for name, norm in report.module_norms.items():
             self.module_norms.setdefault(name, []).append(norm)
         self.magnitudes.append(magnitudes)
-        self.clipped_steps += clipped
         for verdict in report.verdicts:
             self.verdict_counts[verdict.kind] += 1
             self.first_verdicts.setdefault(verdict.kind, verdict)
@@ -109,31 +115,6 @@ class GradientProfile:
         return [v for v in found if v.kind != "healthy"] or self.last_verdicts[-1:]
 
 
-class MonitoredClipper(Clipper):
-    """Wraps the run's clipper: the monitor reads the raw gradient, then the clipper clips."""
-
-    def __init__(self, clipper: Clipper, monitor: GradientMonitor, profile: GradientProfile,
-                 generator: torch.Generator):
-        self.clipper, self.monitor, self.profile = clipper, monitor, profile
-        self.generator = generator
-        self.nonfinite = clipper.nonfinite
-
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
-        parameters = list(parameters)
-        report = self.monitor.step()
-        grads = [p.grad for _, p in parameters if p.grad is not None]
-        magnitudes = sample_element_magnitudes(grads, SAMPLES_PER_STEP, self.generator)
-        stats = self.clipper.clip_(parameters)
-        self.profile.add(report, magnitudes, bool(stats.clipped))
-        return stats
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.clipper.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.clipper.load_state_dict(state_dict)
-
-
 def measure(args: argparse.Namespace) -> tuple[Path, dict[str, Any], GradientProfile]:
     """Train ``--steps`` steps with the monitor on every step; the run's summary and profile."""
     args.resume, args.epochs = None, None
@@ -142,10 +123,9 @@ def measure(args: argparse.Namespace) -> tuple[Path, dict[str, Any], GradientPro
         f"profile-{args.task}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir, config, task = prepare_new_run(args)
     trainer = Trainer(run_dir, config, task)
-    profile = GradientProfile()
+    profile = GradientProfile(generator=torch.Generator().manual_seed(args.seed))
     monitor = GradientMonitor(trainer.model, every=1)
-    trainer.clipper = MonitoredClipper(trainer.clipper, monitor, profile,
-                                       torch.Generator().manual_seed(args.seed))
+    trainer.clipper = MonitoredClipper(trainer.clipper, monitor, profile.add)
     progress = {"auto": None, "always": True, "never": False}[args.progress]
     summary = trainer.train(progress=progress)
     monitor.close()
@@ -180,7 +160,7 @@ def format_profile(profile: GradientProfile, summary: dict[str, Any],
     width = max(len(label) for label in labels)
     header = " ".join(f"{'p' + str(q):>9}" for q in SHOWN_PERCENTILES) + f" {'max':>9}"
     lines = [f"gradient norms over {steps} steps ({summary['status']}; {nonfinite} non-finite, "
-             f"{profile.clipped_steps} clipped):",
+             f"{summary['clipped_steps']} clipped):",
              f"  {'':<{width}}  {header}",
              percentile_row("global norm", profile.global_norms, width)]
     lines += [percentile_row(name, norms, width) for name, norms in profile.module_norms.items()]
