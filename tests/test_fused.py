@@ -114,3 +114,36 @@ def test_unfused_optimizer_or_other_strategy_is_not_fused():
     assert not can_fuse(fused, gradclip.ValueClip(0.1))
     assert not can_fuse(fused, gradclip.NormClip(1.0, nonfinite="error"))
     assert can_fuse(fused, gradclip.NormClip(1.0))
+
+
+def test_clipped_optimizer_with_a_fused_optimizer_matches_the_unfused_one():
+    reference, fused = make_model(), make_model()
+    optimizers = [
+        gradclip.ClippedOptimizer(torch.optim.AdamW(reference.parameters(), lr=1e-2), "norm:1.0"),
+        gradclip.ClippedOptimizer(
+            torch.optim.AdamW(fused.parameters(), lr=1e-2, fused=True), "norm:1.0"
+        ),
+    ]
+    for step in range(5):
+        for model, optimizer in zip((reference, fused), optimizers, strict=True):
+            optimizer.zero_grad()
+            backward(model, step)
+            optimizer.step()
+        torch.testing.assert_close(optimizers[1].last_stats.total_norm,
+                                   optimizers[0].last_stats.total_norm)
+    for p, q in zip(reference.parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+def test_clipped_optimizer_counts_a_step_skipped_inside_the_fused_kernel():
+    model = make_model()
+    clipper = gradclip.NormClip(1.0, nonfinite="skip")
+    optimizer = gradclip.ClippedOptimizer(
+        torch.optim.Adam(model.parameters(), lr=1e-2, fused=True), clipper
+    )
+    backward(model, 1)
+    model[0].bias.grad[0] = float("inf")
+    weights = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    assert optimizer.skipped_steps == 1
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
