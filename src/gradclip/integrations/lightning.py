@@ -1,0 +1,169 @@
+"""PyTorch Lightning: run any gradclip strategy at the moment Lightning clips.
+
+Lightning calls ``configure_gradient_clipping`` (and, just before it, the callbacks'
+``on_before_optimizer_step``) once per optimizer step: after the closure has run every
+backward of the accumulation window, after AMP's ``scaler.unscale_``, and before
+``optimizer.step``. So a strategy run there sees the true, accumulated gradient, never a
+scaled one or a single micro-batch (``lightning/pytorch/plugins/precision/amp.py``,
+``precision.py::_after_closure``). Two ways in:
+
+- ``GradClipMixin``: ``class Model(GradClipMixin, L.LightningModule)`` with ``self.clipper``
+  set in ``__init__``; its ``configure_gradient_clipping`` runs the clipper, and the clipper's
+  state goes into Lightning checkpoints.
+- ``GradClipCallback(clipper)``: ``Trainer(callbacks=[GradClipCallback("zclip")])``, for any
+  module you cannot change; it runs in ``on_before_optimizer_step`` (manual optimization too).
+
+Both log ``grad/total_norm``, ``grad/threshold``, ``grad/clipped`` and ``grad/skipped`` (one line
+per step, not one per parameter). Leave the Trainer's ``gradient_clip_val`` unset, or Lightning
+clips a second time. On a skipped step (policy ``"skip"``, non-finite gradient) every gradient
+is set to ``None``, so the optimizer leaves every parameter, and its state, untouched: that
+decision reads one boolean on the host, under ``"skip"`` only. With fp16 AMP, ``"error"`` would
+raise on the overflows the scaler is meant to absorb: prefer ``"skip"`` or the default.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+
+from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.spec import from_spec
+
+CHECKPOINT_KEY = "gradclip_clipper"
+
+
+def _lightning() -> Any:
+    """``lightning.pytorch`` (or ``pytorch_lightning``), imported on first use."""
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError(
+        "gradclip.integrations.lightning needs PyTorch Lightning: pip install lightning"
+    )
+
+
+def as_clipper(clipper: Clipper | str) -> Clipper:
+    """A clipper, or the one a spec string names."""
+    clipper = from_spec(clipper) if isinstance(clipper, str) else clipper
+    if not isinstance(clipper, Clipper):
+        raise TypeError(f"clipper must be a gradclip Clipper or a spec string, got {clipper!r}")
+    return clipper
+
+
+def clip_optimizer_gradients_(
+    module: Any, optimizer: torch.optim.Optimizer, clipper: Clipper, log: bool = True
+) -> tuple[ClipStats, bool]:
+    """Clip every gradient ``optimizer`` will apply; on a skipped step, drop them all; log.
+
+    Returns the stats and whether the step was skipped.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stats = clipper.clip_(params)
+    skipped = was_skipped(clipper, stats)
+    if skipped:
+        for param in params:
+            param.grad = None  # torch optimizers skip parameters without a gradient
+    if log:
+        module.log_dict(stats_to_log(stats), on_step=True, on_epoch=False)
+    return stats, skipped
+
+
+def was_skipped(clipper: Clipper, stats: ClipStats) -> bool:
+    """Whether the step is skipped: reads ``stats.skipped`` on the host, under "skip" only."""
+    return clipper.nonfinite == "skip" and bool(stats.skipped)
+
+
+def stats_to_log(stats: ClipStats, prefix: str = "grad/") -> dict[str, torch.Tensor]:
+    """The stats as loggable float tensors (still on the device)."""
+    logged = {
+        f"{prefix}total_norm": stats.total_norm.float(),
+        f"{prefix}clipped": stats.clipped.float(),
+        f"{prefix}skipped": stats.skipped.float(),
+    }
+    if stats.threshold is not None:
+        logged[f"{prefix}threshold"] = stats.threshold.float()
+    return logged
+
+
+class GradClipMixin:
+    """``LightningModule`` mixin: ``configure_gradient_clipping`` runs ``self.clipper``.
+
+    Set ``self.clipper`` (a strategy or a spec string) in ``__init__``; ``self.last_clip_stats``
+    holds the latest stats, ``self.skipped_steps`` counts skipped steps. Put the mixin first:
+    ``class Model(GradClipMixin, L.LightningModule)``. ``log_clip_stats = False`` turns logging off.
+    """
+
+    clipper: Clipper | str
+    log_clip_stats: bool = True
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        self.clipper = as_clipper(self.clipper)
+        stats, skipped = clip_optimizer_gradients_(self, optimizer, self.clipper, self.log_clip_stats)
+        self.last_clip_stats = stats
+        self.skipped_steps = getattr(self, "skipped_steps", 0) + int(skipped)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = as_clipper(self.clipper).state_dict()
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if CHECKPOINT_KEY in checkpoint:
+            self.clipper = as_clipper(self.clipper)
+            self.clipper.load_state_dict(checkpoint[CHECKPOINT_KEY])
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+
+
+def __getattr__(name: str) -> Any:
+    # GradClipCallback subclasses lightning's Callback: built on first access, so that
+    # importing this module does not import Lightning.
+    if name == "GradClipCallback":
+        return _callback_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_CALLBACK_CLASS: type | None = None
+
+
+def _callback_class() -> type:
+    global _CALLBACK_CLASS
+    if _CALLBACK_CLASS is None:
+        pl = _lightning()
+
+        class GradClipCallback(pl.Callback):
+            """A Lightning ``Callback`` running ``clipper`` in ``on_before_optimizer_step``.
+
+            Its ``state_dict`` carries the clipper's, so Lightning checkpoints resume it.
+            """
+
+            def __init__(self, clipper: Clipper | str, log: bool = True) -> None:
+                self.clipper = as_clipper(clipper)
+                self.log = log
+                self.last_stats: ClipStats | None = None
+                self.skipped_steps = 0
+
+            def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+                self.last_stats, skipped = clip_optimizer_gradients_(
+                    pl_module, optimizer, self.clipper, self.log
+                )
+                self.skipped_steps += int(skipped)
+
+            def state_dict(self) -> dict[str, Any]:
+                return {"clipper": self.clipper.state_dict(), "skipped_steps": self.skipped_steps}
+
+            def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+                self.clipper.load_state_dict(state_dict["clipper"])
+                self.skipped_steps = int(state_dict["skipped_steps"])
+
+        GradClipCallback.__module__ = __name__
+        GradClipCallback.__qualname__ = "GradClipCallback"
+        _CALLBACK_CLASS = GradClipCallback
+    return _CALLBACK_CLASS
