@@ -78,7 +78,7 @@ def plot_profile(global_norms: Sequence[float], module_norms: dict[str, Sequence
                 ylabel="steps", title=f"global gradient norm over {len(global_norms)} steps")
     names = [name for name, values in module_norms.items() if positive(values)]
     if names:
-        axes[1].boxplot([positive(module_norms[n]) for n in names], vert=False,
+        axes[1].boxplot([positive(module_norms[n]) for n in names], orientation="horizontal",
                         tick_labels=names, whis=(1, 99))
     axes[1].set(xscale="log", xlabel="gradient L2 norm per step (log scale)",
                 title="per-module gradient norm (box: p25-p75, whiskers: p1-p99)")
