@@ -69,3 +69,15 @@ def test_named_parameters_inside_a_group_name_the_parameter_in_errors():
     model.bias.grad[0] = float("nan")
     with pytest.raises(RuntimeError, match="bias"):
         gradclip.NormClip(1.0, nonfinite="error").clip_([{"params": model.named_parameters()}])
+
+
+def test_optimizer_param_groups_eps_is_not_taken_for_the_strategy_eps():
+    ours = params_with_grads([3.0, 4.0])
+    theirs = params_with_grads([3.0, 4.0])
+    for p in ours + theirs:
+        p.data.zero_()  # zero weights: max(||W||, eps) is eps, so eps decides the limit
+    adam = torch.optim.Adam(ours, eps=1e-8)
+    gradclip.AGC(0.01).clip_(adam.param_groups)
+    gradclip.AGC(0.01).clip_(theirs)
+    assert torch.equal(ours[0].grad, theirs[0].grad)
+    gradclip.ZClip().clip_(adam.param_groups)  # Adam's eps is no per-group ZClip override

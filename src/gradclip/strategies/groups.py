@@ -10,8 +10,9 @@ classifier layer and the biases::
     ])
 
 Keys that are not the strategy's hyper-parameters (an optimizer's ``lr``, ``betas``, ...) are
-ignored, so ``optimizer.param_groups`` can be passed as is. Beware of names both share: Adam's
-``eps`` would override AGC's ``eps``; ``ClippedOptimizer`` passes the parameters alone.
+ignored, so ``optimizer.param_groups`` can be passed as is. One name is shared: in a group that
+carries an ``lr`` (an optimizer's group), ``eps`` is the optimizer's (Adam's 1e-8) and is
+ignored, so it never silently replaces AGC's or ZClip's ``eps``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any
 from torch import Tensor
 
 from gradclip.parameters import NamedTensor, ParamsLike, named_tensors
+
+# Keys of torch optimizers' groups that are also strategy keywords.
+OPTIMIZER_KEYS = frozenset({"eps"})
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,15 @@ def _group(
     where = f"param_groups[{index}]"
     if not isinstance(group, Mapping) or "params" not in group:
         raise TypeError(f"{where} must be a dict with a 'params' entry, got {type(group).__name__}")
-    for key in fixed & group.keys():
+    # An optimizer's group (it has an lr): its eps is the optimizer's, not the strategy's.
+    ignored = OPTIMIZER_KEYS if "lr" in group else frozenset()
+    for key in (fixed & group.keys()) - ignored:
         raise ValueError(
             f"{where} sets {key!r}, which this strategy keeps global (one threshold for all "
             "parameters); use one clipper per group instead"
         )
     options = dict(defaults)
-    options.update({key: group[key] for key in defaults if key in group})
+    options.update({key: group[key] for key in defaults if key in group and key not in ignored})
     if check is not None:
         options = check(**options)
     return ParamGroup(named_tensors(group["params"], f"{where}['params']"), options)
