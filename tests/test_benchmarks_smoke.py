@@ -45,6 +45,7 @@ def test_quick_benchmark_writes_the_ratios_the_targets_are_stated_in(results):
 def test_quick_benchmark_writes_step_overhead_of_every_strategy_and_the_monitor(results):
     step = results["step"]["threads=1"]
     assert set(step["overhead_percent"]) == STEP_VARIANTS
+    assert set(step["tail_overhead_percent"]) == STEP_VARIANTS
     assert {"baseline", "baseline fused-adam"} <= set(step["median_ms"])
 
 
