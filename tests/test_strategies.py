@@ -228,3 +228,22 @@ def test_norm_clip_caps_the_norm_keeps_the_direction_and_is_a_no_op_below(scale,
     assert cosine > 1 - 1e-6
     if before.norm() + 1e-6 <= max_norm:
         assert torch.equal(before, after) and not stats.clipped
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_clip_handles_mixed_dtypes_and_parameters_without_gradients(spec):
+    clipper = gradclip.from_spec(spec)
+    dtypes = (torch.bfloat16, torch.float16, torch.float64, torch.float32)
+    for _ in range(3):
+        params = [torch.nn.Parameter(torch.randn(3, 4).to(dtype)) for dtype in dtypes]
+        for p in params[:3]:
+            p.grad = torch.randn_like(p) * 10
+        stats = clipper.clip_(params)
+        assert torch.isfinite(stats.total_norm)
+        assert all(torch.isfinite(p.grad).all() for p in params[:3]) and params[3].grad is None
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_clip_of_no_gradients_reports_a_zero_norm(spec):
+    assert gradclip.from_spec(spec).clip_([]).total_norm == 0
+    assert gradclip.from_spec(spec).clip_([torch.nn.Parameter(torch.ones(2))]).total_norm == 0

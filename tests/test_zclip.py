@@ -89,3 +89,53 @@ def test_zclip_matches_reference_over_300_steps_with_spikes(config):
             assert ours.state["var"].item() == pytest.approx(theirs.var, rel=TOLERANCE, abs=0), step
         clipped_steps += int(stats.clipped)
     assert clipped_steps > 0
+
+
+def one_param_with_grad(values):
+    param = torch.nn.Parameter(torch.zeros(len(values)))
+    param.grad = torch.tensor(values)
+    return param
+
+
+def test_zclip_threshold_is_none_during_warmup_without_max_grad_norm():
+    clipper = gradclip.ZClip(warmup_steps=3, max_grad_norm=None)
+    thresholds = [clipper.clip_([one_param_with_grad([3.0, 4.0])]).threshold for _ in range(5)]
+    assert thresholds[:3] == [None, None, None]
+    assert all(t is not None and math.isfinite(t) for t in thresholds[3:])
+
+
+def test_zclip_warmup_clips_at_max_grad_norm_like_torch():
+    clipper = gradclip.ZClip(warmup_steps=5, max_grad_norm=1.0)
+    param = one_param_with_grad([30.0, 40.0])
+    expected = one_param_with_grad([30.0, 40.0])
+    stats = clipper.clip_([param])
+    torch.nn.utils.clip_grad_norm_([expected], 1.0)
+    assert torch.equal(param.grad, expected.grad) and stats.clipped and stats.threshold == 1.0
+
+
+def test_zclip_keeps_its_statistics_in_float64_on_the_gradient_device():
+    clipper = gradclip.ZClip(warmup_steps=2)
+    for _ in range(3):
+        clipper.clip_([one_param_with_grad([0.3, 0.4])])
+    assert clipper.state["mean"].dtype == torch.float64
+    assert clipper.state["var"].dtype == torch.float64
+    assert bool(clipper.state["initialized"])
+    assert clipper.state["mean"].item() == pytest.approx(0.5, rel=1e-6)
+
+
+def test_zclip_skip_policy_keeps_a_nonfinite_norm_out_of_its_statistics():
+    clipper = gradclip.ZClip(warmup_steps=2, nonfinite="skip")
+    for values in ([0.3, 0.4], [0.6, 0.8], [math.inf, 0.0], [0.3, 0.4]):
+        stats = clipper.clip_([one_param_with_grad(values)])
+        if math.isinf(values[0]):
+            assert stats.skipped
+    assert math.isfinite(clipper.state["mean"].item()) and math.isfinite(clipper.state["var"].item())
+
+
+def test_zclip_a_skipped_warmup_step_does_not_count_towards_the_warmup():
+    clipper = gradclip.ZClip(warmup_steps=2, nonfinite="skip")
+    clipper.clip_([one_param_with_grad([math.nan])])
+    clipper.clip_([one_param_with_grad([1.0])])
+    assert not bool(clipper.state["initialized"])
+    clipper.clip_([one_param_with_grad([3.0])])
+    assert bool(clipper.state["initialized"]) and clipper.state["mean"].item() == 2.0
