@@ -197,7 +197,8 @@ def sharded_unitwise_norm(tensor: Tensor, process_group: Any = None) -> Tensor:
     """
     from torch.distributed.tensor import Shard
 
-    one_unit = tensor.squeeze().ndim <= 1
+    # squeeze() on a DTensor sharded along a size-1 dim fails: count the dims instead.
+    one_unit = sum(size != 1 for size in tensor.shape) <= 1
     if is_dtensor(tensor):
         tensor = _without_partial(tensor)
         mesh = tensor.device_mesh
