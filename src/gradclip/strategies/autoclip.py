@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.functional import CLIP_EPS, scale_grads_
+from gradclip.functional import CLIP_EPS, _no_grad, scale_grads_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import NamedTensor, ParamsLike
 from gradclip.strategies.base import Clipper, ClipStats
@@ -70,6 +70,7 @@ class AutoClip(Clipper):
         self.recorded: Tensor | None = None  # int64 count of finite norms ever recorded
         self.calls = 0  # clip_ calls, known on the host: bounds `recorded` without a sync
 
+    @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=("quantile", "history_length"))
         named = all_named_params(groups)

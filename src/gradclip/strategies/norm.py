@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.functional import clip_coefficient, clip_grad_norm_
+from gradclip.functional import _no_grad, clip_coefficient, clip_grad_norm_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import NamedTensor, ParamsLike, check_norm_type, check_positive_number
 from gradclip.strategies.base import Clipper, ClipStats
@@ -24,6 +24,7 @@ class NoClip(Clipper):
     def __init__(self, *, nonfinite: str | None = None) -> None:
         self.nonfinite = check_policy(nonfinite)
 
+    @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         groups = param_groups(parameters, {})
         total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite)
@@ -67,6 +68,7 @@ class NormClip(Clipper):
         self.norm_type: float = options["norm_type"]
         self.nonfinite = check_policy(nonfinite)
 
+    @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         defaults = {"max_norm": self.max_norm, "norm_type": self.norm_type}
         groups = param_groups(parameters, defaults, check_norm_options)

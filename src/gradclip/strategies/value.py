@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.functional import clamp_grads_
+from gradclip.functional import _no_grad, clamp_grads_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import ParamsLike, check_positive_number
 from gradclip.strategies.base import Clipper, ClipStats
@@ -87,6 +87,7 @@ class ValueClip(Clipper):
         self.max: float | None = options["max"]
         self.nonfinite = check_policy(nonfinite)
 
+    @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         defaults = {"clip_value": self.clip_value, "min": self.min, "max": self.max}
         groups = param_groups(parameters, defaults, check_value_options)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.functional import CLIP_EPS, clip_coefficient, scale_grads_
+from gradclip.functional import CLIP_EPS, _no_grad, clip_coefficient, scale_grads_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import ParamsLike, check_positive_number
 from gradclip.strategies.autoclip import grad_device
@@ -94,6 +94,7 @@ class ZClip(Clipper):
         """Norms collected before the EMA starts (the reference initialises after >= 1)."""
         return max(self.warmup_steps, 1)
 
+    @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=tuple(self.hyperparameters()))
         named = all_named_params(groups)
