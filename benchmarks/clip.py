@@ -24,6 +24,7 @@ model (:mod:`benchmarks.step`). Prints medians and ratios; writes them all to ``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -184,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         payload["clip"][f"threads={threads}"] = results
         if not args.no_step:
             payload["step"][f"threads={threads}"] = run_step_benchmark(args.quick, step_repeats)
+    payload["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     write_json(args.json, payload)
     print(f"\nwrote {args.json}")
     return payload
