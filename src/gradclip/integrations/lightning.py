@@ -14,8 +14,9 @@ scaled one or a single micro-batch (``lightning/pytorch/plugins/precision/amp.py
   module you cannot change; it runs in ``on_before_optimizer_step`` (manual optimization too).
 
 Both log ``grad/total_norm``, ``grad/threshold``, ``grad/clipped`` and ``grad/skipped`` (one line
-per step, not one per parameter). Leave the Trainer's ``gradient_clip_val`` unset, or Lightning
-clips a second time. On a skipped step (policy ``"skip"``, non-finite gradient) every gradient
+per step, not one per parameter). The mixin replaces Lightning's clipping (it ignores
+``gradient_clip_val``); with the callback, leave ``gradient_clip_val`` unset, or Lightning clips
+a second time. On a skipped step (policy ``"skip"``, non-finite gradient) every gradient
 is set to ``None``, so the optimizer leaves every parameter, and its state, untouched: that
 decision reads one boolean on the host, under ``"skip"`` only. With fp16 AMP, ``"error"`` would
 raise on the overflows the scaler is meant to absorb: prefer ``"skip"`` or the default.
