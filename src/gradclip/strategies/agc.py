@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import Tensor
 
-from gradclip.agc import agc_coefficient, unitwise_norm
+from gradclip.agc import agc_coefficient
+from gradclip.distributed import any_on_any_rank, local_tensor, unitwise_norm_of
 from gradclip.functional import _no_grad
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number
@@ -60,6 +61,7 @@ class AGC(Clipper):
         for group in groups:
             if group.options["clipping"] is not None:
                 clipped = _clip_units_(group.named_params, **group.options, clipped=clipped)
+        clipped = any_on_any_rank(clipped, all_grads(groups))
         skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
         return ClipStats(total_norm, None, clipped, skipped)
 
@@ -73,8 +75,9 @@ def _clip_units_(
     """Scale each unit's gradient by its AGC coefficient; ``clipped`` or-ed with "some unit was"."""
     for _, param in named_params:
         if param.grad is not None:
-            unit_norms = unitwise_norm(param.grad)
-            coefficient = agc_coefficient(unit_norms, unitwise_norm(param), clipping, eps)
-            param.grad.mul_(coefficient)
+            # Sharded (FSDP2) tensors: norms reduced over the shards, applied to the local shard.
+            unit_norms = unitwise_norm_of(param.grad)
+            coefficient = agc_coefficient(unit_norms, unitwise_norm_of(param), clipping, eps)
+            local_tensor(param.grad).mul_(coefficient)
             clipped = clipped | (coefficient < 1).any().to(clipped.device)
     return clipped

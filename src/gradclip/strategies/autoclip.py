@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip.distributed import local_tensors
 from gradclip.functional import CLIP_EPS, _no_grad, scale_grads_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import NamedTensor, ParamsLike
@@ -79,7 +80,7 @@ class AutoClip(Clipper):
         total_norm = pre_clip_norm(named, self.nonfinite)
         coefficient = threshold_coefficient(threshold, total_norm)
         grads = all_grads(groups)
-        scale_grads_(grads, coefficient, foreach=None)
+        scale_grads_(local_tensors(grads), coefficient, foreach=None)
         skipped = zero_if_skipped_(grads, self.nonfinite, total_norm)
         self._record(total_norm)
         return ClipStats(total_norm, threshold.to(total_norm.device), coefficient < 1, skipped)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gradclip.distributed import local_tensors
 from gradclip.functional import get_total_norm
 from gradclip.nonfinite import is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import NamedTensor
@@ -35,7 +36,7 @@ def zero_if_skipped_(grads: list[Tensor], policy: str, total_norm: Tensor) -> Te
     """Apply the ``"skip"`` policy (zero every gradient if the norm is non-finite); the flag."""
     skipped = skipped_flag(policy, total_norm)
     if policy == "skip":
-        zero_grads_if_(grads, skipped)
+        zero_grads_if_(local_tensors(grads), skipped)
     return skipped
 
 

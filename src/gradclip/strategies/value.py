@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip.distributed import any_on_any_rank, local_tensors
 from gradclip.functional import _no_grad, clamp_grads_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import ParamsLike, check_positive_number
@@ -95,10 +96,12 @@ class ValueClip(Clipper):
         clipped = false_like(total_norm)
         for group in groups:
             bounds = value_range(group.options)
-            grads = [g for g in group.grads() if g.numel() > 0]
+            grads = [g for g in local_tensors(group.grads()) if g.numel() > 0]
             if bounds is not None and grads:
                 clipped = clipped | _outside(grads, *bounds).to(clipped.device)
                 clamp_grads_(grads, *bounds, foreach=None)
+        # Sharded gradients: a shard that clipped makes the step clipped on every rank.
+        clipped = any_on_any_rank(clipped, all_grads(groups))
         skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
         return ClipStats(total_norm, self._threshold(total_norm), clipped, skipped)
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip.distributed import local_tensors
 from gradclip.functional import CLIP_EPS, _no_grad, clip_coefficient, scale_grads_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import ParamsLike, check_positive_number
@@ -108,7 +109,7 @@ class ZClip(Clipper):
             limit = torch.clamp(limit, max=self.max_grad_norm)
         coefficient, clipped = self._coefficient(total_norm, norm, limit, warming)
         grads = all_grads(groups)
-        scale_grads_(grads, coefficient.to(total_norm.dtype), foreach=None)
+        scale_grads_(local_tensors(grads), coefficient.to(total_norm.dtype), foreach=None)
         skipped = zero_if_skipped_(grads, self.nonfinite, total_norm)
         self._update_statistics(norm, spike, spike_limit, warming)
         threshold = self._threshold(limit, warming)
