@@ -126,6 +126,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="write checkpoint.pt every N steps (0: only at the end)")
     group.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                        help="progress bar: auto shows it when stdout is a terminal")
+    group.add_argument("--tensorboard", action="store_true",
+                       help="also log scalars and gradient/weight histograms for TensorBoard "
+                            "into RUN_DIR/tensorboard (needs: pip install "
+                            "'gradclip[tensorboard]')")
     group.add_argument("--distributed", choices=("none", "ddp", "fsdp"), default="none",
                        help="under torchrun: DDP or FSDP2 over the launched processes, each "
                             "taking its slice of every --batch-size batch (gloo on CPU, NCCL "
@@ -198,6 +202,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         run_dir, config, task = prepare_new_run(args)
     print(f"run directory: {run_dir}")
-    summary = Trainer(run_dir, config, task).train(checkpoint, progress=progress)
+    trainer = Trainer(run_dir, config, task)
+    writer = None
+    if getattr(args, "tensorboard", False):
+        from gradclip.app.tensorboard import attach_tensorboard
+
+        writer = attach_tensorboard(trainer, run_dir)
+    summary = trainer.train(checkpoint, progress=progress)
+    if writer is not None:
+        writer.close()
     print(format_summary(summary, config))
     return 0
