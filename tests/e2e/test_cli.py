@@ -132,11 +132,12 @@ def test_demo_compares_strategies_in_a_table_and_a_plot(tmp_path, capsys):
 
 
 def test_make_demo_command_path_runs_the_installed_entry_point(tmp_path):
-    """`make demo` runs `$(BIN)/gradclip demo`; here with --quick and two worker processes."""
+    """`make demo` runs `$(BIN)/gradclip demo`; here short, with its two worker processes."""
     pytest.importorskip("matplotlib")
     binary = Path(sys.executable).with_name("gradclip")
     command = [str(binary)] if binary.exists() else [sys.executable, "-m", "gradclip"]
-    result = subprocess.run([*command, "demo", "--quick", "--out", str(tmp_path / "demo")],
+    result = subprocess.run([*command, "demo", "--steps", "60", "--seeds", "1", "--out",
+                             str(tmp_path / "demo")],
                             capture_output=True, text=True, timeout=170,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr

@@ -18,7 +18,7 @@ from gradclip.app.checkpoint import CHECKPOINT
 # dropout (global RNG), a stateful clipper (AutoClip's history) and Adam state all must survive
 TRAIN = ["train", "--task", "adding", "--seq-len", "10", "--model", "gru", "--layers", "2",
          "--hidden-size", "16", "--dropout", "0.2", "--clip", "autoclip:0.1", "--optimizer",
-         "adam", "--lr", "0.01", "--schedule", "cosine", "--accumulate", "2", "--steps", "300",
+         "adam", "--lr", "0.01", "--schedule", "cosine", "--accumulate", "2", "--steps", "200",
          "--checkpoint-every", "20", "--log-every", "10", "--device", "cpu", "--seed", "7"]
 
 
@@ -54,13 +54,13 @@ def test_run_killed_with_sigkill_and_resumed_ends_bit_identical(tmp_path):
     uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
     reference = gradclip(*TRAIN, "--out", uninterrupted)
     killed_at = kill_after_first_checkpoint(interrupted)
-    assert killed_at < 300, "the run finished before it could be killed"
+    assert killed_at < 200, "the run finished before it could be killed"
     finish(gradclip("train", "--resume", interrupted))
     finish(reference)
 
     expected = torch.load(uninterrupted / CHECKPOINT, weights_only=False)
     resumed = torch.load(interrupted / CHECKPOINT, weights_only=False)
-    assert resumed["step"] == expected["step"] == 300
+    assert resumed["step"] == expected["step"] == 200
     assert expected["model"].keys() == resumed["model"].keys()
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
