@@ -168,3 +168,22 @@ def test_every_task_trains_under_torchrun(task, mode, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert len(metrics(run_dir)) == summary["step"]
+
+
+def test_distributed_mode_outside_torchrun_is_one_error_line_and_exit_2(monkeypatch, capsys,
+                                                                         tmp_path):
+    from gradclip.app.cli import main
+
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    code = main(["train", "--distributed", "fsdp", "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "torchrun" in error[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_several_processes_without_a_distributed_mode_is_a_single_error_line():
+    result = torchrun(*ADDING, "--steps", "2", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gradclip: error")]
+    assert result.returncode != 0
+    assert len(errors) == 1 and "--distributed" in errors[0]

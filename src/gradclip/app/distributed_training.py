@@ -286,6 +286,8 @@ def launch_for(args: argparse.Namespace) -> tuple[Launch, str] | None:
         mode = saved["mode"] if saved else "none"
     if mode == "none":
         if launch is not None and launch.world_size > 1:
+            if not launch.is_writer:
+                raise SystemExit(2)  # rank 0 says it, once
             raise UserError("running under torchrun with several processes: pass "
                             "--distributed ddp or --distributed fsdp")
         return None
