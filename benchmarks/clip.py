@@ -1,6 +1,6 @@
 """Clipping speed: gradclip against torch.nn.utils and against one read pass over the gradients.
 
-    python -m benchmarks.clip [--threads 1,2] [--repeats 30] [--json benchmarks/results.json]
+    python -m benchmarks.clip [--threads 1,2] [--repeats 30] [--clock cpu|wall] [--json PATH]
     python -m benchmarks.clip --quick          # tiny sizes, seconds: a smoke test
 
 For each model shape (many small tensors, an LSTM language model, a few large tensors, a
@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 import gradclip
 from benchmarks.common import (
+    CLOCKS,
     interleaved_medians,
     machine,
     milliseconds,
@@ -82,7 +83,9 @@ def parameters_with_grads(shapes: Sequence[tuple[int, ...]], seed: int) -> list[
     return params
 
 
-def time_model(shapes: Sequence[tuple[int, ...]], repeats: int) -> dict[str, object]:
+def time_model(
+    shapes: Sequence[tuple[int, ...]], repeats: int, clock: Callable[[], float]
+) -> dict[str, object]:
     """Medians (ms) and ratios for one model shape."""
     plain = parameters_with_grads(shapes, seed=0)
     flat = parameters_with_grads(shapes, seed=0)
@@ -105,7 +108,7 @@ def time_model(shapes: Sequence[tuple[int, ...]], repeats: int) -> dict[str, obj
         "fused_step": optimizer.step,
         "fused_step_clipped": lambda: fused_clip_step(optimizer, clipper),
     }
-    medians = interleaved_medians(candidates, repeats)
+    medians = interleaved_medians(candidates, repeats, clock=clock)
     return {
         "tensors": len(shapes),
         "elements": buffer.numel(),
@@ -157,6 +160,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
     parser.add_argument("--json", default="benchmarks/results.json", help="where to write results")
     parser.add_argument("--no-step", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="cpu: the process's CPU time (default; robust on a shared "
+                             "machine), wall: wall-clock time")
     return parser.parse_args(argv)
 
 
@@ -173,18 +179,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "command": " ".join(["python -m benchmarks.clip", *argv]),
         "machine": machine(),
         "quick": args.quick,
+        "clock": args.clock,
         "clip": {},
         "step": {},
     }
     for threads in thread_counts:
         torch.set_num_threads(threads)
         print(f"torch.set_num_threads({threads}); torch.get_num_threads() = {torch.get_num_threads()}")
-        results = {name: time_model(shapes, clip_repeats)
+        clock = CLOCKS[args.clock]
+        results = {name: time_model(shapes, clip_repeats, clock)
                    for name, shapes in model_shapes(args.quick).items()}
         print_clip_results(threads, results)
         payload["clip"][f"threads={threads}"] = results
         if not args.no_step:
-            payload["step"][f"threads={threads}"] = run_step_benchmark(args.quick, step_repeats)
+            payload["step"][f"threads={threads}"] = run_step_benchmark(
+                args.quick, step_repeats, clock
+            )
     payload["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     write_json(args.json, payload)
     print(f"\nwrote {args.json}")

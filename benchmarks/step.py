@@ -61,8 +61,9 @@ class TrainingStep:
         batch: tuple[torch.Tensor, torch.Tensor],
         after_backward: Callable[[], object] | None = None,
         step: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.process_time,
     ) -> None:
-        self.model, self.optimizer, self.batch = model, optimizer, batch
+        self.model, self.optimizer, self.batch, self.clock = model, optimizer, batch, clock
         self.after_backward, self.step = after_backward, step or optimizer.step
         self.tail_times: list[float] = []
 
@@ -70,11 +71,11 @@ class TrainingStep:
         tokens, labels = self.batch
         self.optimizer.zero_grad()
         F.binary_cross_entropy_with_logits(self.model(tokens), labels).backward()
-        start = time.perf_counter()
+        start = self.clock()
         if self.after_backward is not None:
             self.after_backward()
         self.step()
-        self.tail_times.append(time.perf_counter() - start)
+        self.tail_times.append(self.clock() - start)
 
 
 def variants(quick: bool) -> dict[str, TrainingStep]:
@@ -111,7 +112,9 @@ def variants(quick: bool) -> dict[str, TrainingStep]:
     return steps
 
 
-def run_step_benchmark(quick: bool, repeats: int) -> dict[str, object]:
+def run_step_benchmark(
+    quick: bool, repeats: int, clock: Callable[[], float] = time.process_time
+) -> dict[str, object]:
     """Median step times (ms) and two overhead estimates (%) against the matching baseline.
 
     ``overhead_percent``: ``median(step) / median(baseline step) - 1``, everything included
@@ -120,7 +123,9 @@ def run_step_benchmark(quick: bool, repeats: int) -> dict[str, object]:
     clip plus the optimizer step: the same cost measured without forward/backward noise.
     """
     steps = variants(quick)
-    medians = interleaved_medians(steps, repeats, warmup=3)
+    for step in steps.values():
+        step.clock = clock
+    medians = interleaved_medians(steps, repeats, warmup=3, clock=clock)
     warmup = len(next(iter(steps.values())).tail_times) - repeats
     tails = {name: statistics.median(step.tail_times[warmup:]) for name, step in steps.items()}
     overhead, tail_overhead = {}, {}
