@@ -32,7 +32,8 @@ from torch.utils.hooks import RemovableHandle
 def _step_square_sums(grad: Tensor, time_dim: int) -> Tensor:
     """``(T,)`` sum of squared gradient entries at each time step (over batch and features)."""
     other_dims = [d for d in range(grad.dim()) if d != time_dim]
-    squares = grad.detach().float().square()
+    # float64: gradients that vanished to 1e-30 would underflow when squared in float32
+    squares = grad.detach().double().square()
     return squares.sum(dim=other_dims) if other_dims else squares
 
 
@@ -97,8 +98,8 @@ class TimeProfiles:
 
     def _add_step(self, name: str, grad: Tensor, step: int, count: int) -> None:
         if name not in self._square_sums:
-            self._square_sums[name] = grad.new_zeros(count, dtype=torch.float32)
-        self._square_sums[name][step] += grad.detach().float().square().sum()
+            self._square_sums[name] = grad.new_zeros(count, dtype=torch.float64)
+        self._square_sums[name][step] += grad.detach().double().square().sum()
 
     def collect(self) -> dict[str, Tensor]:
         """The ``(T,)`` norm profile of each watched sequence since the last collect, then reset."""

@@ -151,7 +151,7 @@ def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules) -> 
         verdicts.append(Verdict(
             "vanishing",
             f"in {weakest}, the gradient reaching time step 1 of {len(profile)} is "
-            f"{ratios[weakest]:.2g}x the one reaching the last step; it stays within "
+            f"{_times(ratios[weakest])} the one reaching the last step; it stays within "
             f"{rules.vanishing_ratio:g}x of the last only over the last {reach} steps, so "
             f"dependencies longer than ~{reach} steps cannot be learnt.",
             FIX_VANISHING, {"module": weakest, "first_to_last": ratios[weakest],
@@ -165,6 +165,10 @@ def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules) -> 
             f"steps (geometric growth with sequence length).",
             FIX_EXPLODING, {"module": strongest, "first_to_last": ratios[strongest]}))
     return verdicts
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.2g}x" if ratio > 0 else "0x (below the float range of)"
 
 
 def signal_reach(profile: Sequence[float], ratio: float) -> int:
