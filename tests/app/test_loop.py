@@ -85,6 +85,13 @@ def test_skip_policy_skips_the_step_with_a_nan_loss_and_counts_it(tmp_path):
         False, False, True, False, False, False]
 
 
+def test_clipper_spec_with_nonfinite_skip_skips_the_step_and_training_goes_on(tmp_path):
+    trainer = Trainer(tmp_path, config(clip="norm:1.0,nonfinite=skip"), CountingTask(nan_at={2}))
+    summary = trainer.train(progress=False)
+    assert summary["status"] == "completed" and summary["skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
 def test_propagate_policy_stops_the_run_as_diverged_at_the_first_nan_loss(tmp_path):
     summary = Trainer(tmp_path, config(), CountingTask(nan_at={3})).train(progress=False)
     assert summary["status"] == "diverged"

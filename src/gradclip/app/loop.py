@@ -233,7 +233,7 @@ class Trainer:
             counters.nonfinite_loss_steps += 1
             if counters.first_nonfinite_step is None:
                 counters.first_nonfinite_step = counters.step
-            if self.settings["nonfinite"] == "propagate":
+            if not report.skipped:  # the NaN reached the weights (a skipped step kept them)
                 counters.status = "diverged"
         record: dict[str, Any] = {"step": counters.step, **asdict(report), "lr": lr}
         del record["nonfinite_loss"]

@@ -44,7 +44,8 @@ def format_summary(summary: dict[str, Any], config: dict[str, Any]) -> str:
         lines.append(f"  first non-finite loss at step {summary['first_nonfinite_step']}")
     if summary.get("eval"):
         lines.append("validation:")
-        lines.extend(format_scores(summary["eval"]))
+        lines.extend(format_scores({name: value for name, value in summary["eval"].items()
+                                    if name != "success"}))
     if summary.get("success_criterion"):
         verdict = "learnt" if summary.get("success") else "not learnt"
         lines.append(f"task {verdict} (criterion: {summary['success_criterion']})")
