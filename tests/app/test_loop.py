@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
-from gradclip.app.loop import Trainer
+from gradclip.app.loop import Trainer, TrainingError
 from gradclip.app.run_dir import read_metrics
 from gradclip.app.tasks.adding import AddingTask
 from gradclip.app.tasks.base import Batch
@@ -124,3 +125,9 @@ def test_summary_json_reports_the_validation_score_and_criterion(tmp_path):
     Trainer(tmp_path, config(), CountingTask()).train(progress=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["eval"]["mse"] > 0 and "MSE < 0.01" in summary["success_criterion"]
+
+
+def test_error_policy_stops_naming_the_first_parameter_with_a_nan_gradient(tmp_path):
+    trainer = Trainer(tmp_path, config(nonfinite="error"), CountingTask(nan_at={1}))
+    with pytest.raises(TrainingError, match=r"step 2: .*gradient of 'layers\.0\.directions\.0\."):
+        trainer.train(progress=False)
