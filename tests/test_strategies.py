@@ -247,3 +247,33 @@ def test_clip_handles_mixed_dtypes_and_parameters_without_gradients(spec):
 def test_clip_of_no_gradients_reports_a_zero_norm(spec):
     assert gradclip.from_spec(spec).clip_([]).total_norm == 0
     assert gradclip.from_spec(spec).clip_([torch.nn.Parameter(torch.ones(2))]).total_norm == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    low=st.floats(-2.0, 0.0), width=st.floats(0.0, 3.0), scale=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 10_000),
+)
+def test_value_clip_puts_every_element_in_range_and_keeps_those_inside(low, width, scale, seed):
+    generator = torch.Generator().manual_seed(seed)
+    param = torch.nn.Parameter(torch.zeros(50))
+    param.grad = torch.randn(50, generator=generator) * scale
+    before = param.grad.clone()
+    high = low + width
+    stats = gradclip.ValueClip(min=low, max=high).clip_([param])
+    low32, high32 = torch.tensor(low).float(), torch.tensor(high).float()
+    assert ((param.grad >= low32) & (param.grad <= high32)).all()
+    inside = (before >= low32) & (before <= high32)
+    assert torch.equal(param.grad[inside], before[inside])
+    assert bool(stats.clipped) == bool((~inside).any())
+
+
+@settings(max_examples=30, deadline=None)
+@given(clipping=st.floats(1e-3, 1.0), scale=st.floats(1e-4, 1e4), seed=st.integers(0, 10_000))
+def test_agc_never_leaves_a_unit_above_clipping_times_its_weight_norm(clipping, scale, seed):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.nn.Parameter(torch.randn(6, 5, generator=generator))
+    weight.grad = torch.randn(6, 5, generator=generator) * scale
+    gradclip.AGC(clipping=clipping).clip_([weight])
+    ratio = weight.grad.norm(dim=1) / weight.detach().norm(dim=1).clamp(min=1e-3)
+    assert (ratio <= clipping * (1 + 1e-5)).all()

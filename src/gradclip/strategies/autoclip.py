@@ -43,8 +43,9 @@ class AutoClip(Clipper):
     threshold is unknown or drifts during training.
 
     Same numbers as the ``autoclip`` package (0.2.1) ``QuantileClip(global_threshold=True)``,
-    at a lower cost: the reference re-allocates its history with ``hstack`` every step and
-    sorts it with ``torch.quantile``; here the history is a preallocated NaN-filled tensor (a
+    at a lower cost: the reference re-allocates its history with ``hstack`` every step, sorts it
+    with ``torch.quantile``, and hands the threshold to ``torch.nn.utils.clip_grad_norm_``,
+    which turns it into a Python float (a host sync every step); here the history is a preallocated NaN-filled tensor (a
     ring buffer for a finite ``history_length``, doubled when full for ``None``) and the
     threshold is ``torch.nanquantile`` over it, computed on the device without a host sync.
     A non-finite norm never enters the history (in the reference it would make every later
