@@ -3,6 +3,9 @@
 ``.item()``, ``float(t)``, ``int(t)``, ``bool(t)`` and ``if t:`` on a tensor all dispatch to
 ``aten._local_scalar_dense``: the op that copies a device scalar to the host (a sync on CUDA).
 Recording it on the CPU proves that code never reads a tensor on the host, without a GPU.
+What the mode sees is the Python-level call of each op: a read made inside an op's own C++
+CPU kernel (``quantile``'s range check of ``q``, which upstream skips on accelerators
+precisely to avoid the sync) is not seen; ``test_cuda_sync.py`` checks the device itself.
 
     with forbid_host_sync():
         clipper.clip_(model.parameters())
