@@ -138,3 +138,17 @@ def test_clipped_optimizer_takes_a_spec_string_and_rejects_other_objects():
     assert isinstance(gradclip.ClippedOptimizer(inner, "norm:1.0").clipper, gradclip.NormClip)
     with pytest.raises(TypeError, match="Clipper"):
         gradclip.ClippedOptimizer(inner, 1.0)
+
+
+def test_clipped_optimizer_survives_deepcopy_and_pickle():
+    import copy
+    import pickle
+
+    model = make_model()
+    optimizer = gradclip.ClippedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), "autoclip:0.5")
+    loss_of(model, 0).backward()
+    optimizer.step()
+    for clone in (copy.deepcopy(optimizer), pickle.loads(pickle.dumps(optimizer))):
+        assert isinstance(clone.clipper, gradclip.AutoClip)
+        assert torch.equal(clone.clipper.threshold(), optimizer.clipper.threshold())
+        assert len(clone.param_groups[0]["params"]) == len(optimizer.param_groups[0]["params"])

@@ -54,6 +54,12 @@ class ClippedOptimizer(torch.optim.Optimizer):
             raise AttributeError(name)
         return getattr(self.optimizer, name)
 
+    def __getstate__(self) -> dict[str, Any]:  # type: ignore[override]
+        return dict(self.__dict__)  # Optimizer's would keep only groups and state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+        self.__dict__.update(state)
+
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
         return self.optimizer.param_groups
