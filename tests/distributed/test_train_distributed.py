@@ -181,9 +181,3 @@ def test_distributed_mode_outside_torchrun_is_one_error_line_and_exit_2(monkeypa
     assert code == 2 and len(error) == 1 and "torchrun" in error[0]
     assert not (tmp_path / "run").exists()
 
-
-def test_several_processes_without_a_distributed_mode_is_a_single_error_line():
-    result = torchrun(*ADDING, "--steps", "2", check=False)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("gradclip: error")]
-    assert result.returncode != 0
-    assert len(errors) == 1 and "--distributed" in errors[0]

@@ -301,8 +301,13 @@ def run(args: argparse.Namespace, launch: Launch, mode: str, progress: bool | No
     """``gradclip train`` on one rank of a DDP/FSDP run; only rank 0 prints."""
     from gradclip.app.report import format_summary
     from gradclip.app.tasks import load_task
+    from gradclip.app.tensorboard import attach_tensorboard
 
+    tensorboard = getattr(args, "tensorboard", False)
     try:
+        if tensorboard and mode == "fsdp":
+            raise UserError("--tensorboard is not supported with --distributed fsdp (its "
+                            "histograms need whole tensors); use it with ddp")
         checkpoint = task = None
         if args.resume is not None:
             run_dir, config = args.resume, read_config(args.resume)
@@ -318,7 +323,11 @@ def run(args: argparse.Namespace, launch: Launch, mode: str, progress: bool | No
             if launch.is_writer:
                 print(f"run directory: {run_dir} ({mode}, {launch.world_size} processes)")
             trainer = DistributedTrainer(run_dir, config, task, launch, mode)
+            writer = attach_tensorboard(trainer, run_dir) if tensorboard and launch.is_writer \
+                else None
             summary = trainer.train(checkpoint, progress=progress)
+            if writer is not None:
+                writer.close()
     except UserError:
         if not launch.is_writer:
             raise SystemExit(2) from None  # rank 0 says it, once
