@@ -20,8 +20,11 @@ def blocks(kind: str) -> list[str]:
 
 
 def shown_commands() -> list[list[str]]:
-    return [shlex.split(line[2:]) for block in blocks("console")
-            for line in block.splitlines() if line.startswith("$ gradclip ")]
+    """Commands of the console blocks, then those quoted inline (the results table)."""
+    console = [line[2:] for block in blocks("console")
+               for line in block.splitlines() if line.startswith("$ gradclip ")]
+    inline = re.findall(r"`(gradclip (?:train --task|demo)[^`]*)`", README.read_text())
+    return [shlex.split(command) for command in console + inline]
 
 
 def shortened(argv: list[str]) -> list[str]:
