@@ -146,8 +146,13 @@ def get_total_norm(
 
 
 def clip_coefficient(max_norm: float | Tensor, total_norm: Tensor) -> Tensor:
-    """``min(max_norm / (total_norm + 1e-6), 1)``, as a tensor on ``total_norm``'s device."""
-    return torch.clamp(max_norm / (total_norm + CLIP_EPS), max=1.0)
+    """``min(max_norm / (total_norm + 1e-6), 1)``, as a tensor on ``total_norm``'s device.
+
+    Written as ``reciprocal(total_norm + 1e-6) * max_norm``: that is how torch evaluates
+    ``float / tensor``, so the bits match torch for a float ``max_norm`` and stay the same
+    when ``max_norm`` is a tensor (an adaptive threshold).
+    """
+    return torch.clamp(torch.reciprocal(total_norm + CLIP_EPS) * max_norm, max=1.0)
 
 
 def scale_grads_(grads: Sequence[Tensor], coefficient: Tensor, foreach: bool | None) -> None:

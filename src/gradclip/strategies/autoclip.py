@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from gradclip.distributed import local_tensors
-from gradclip.functional import CLIP_EPS, _no_grad, scale_grads_
+from gradclip.functional import _no_grad, clip_coefficient, scale_grads_
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import NamedTensor, ParamsLike
 from gradclip.strategies.base import Clipper, ClipStats
@@ -79,7 +79,7 @@ class AutoClip(Clipper):
         self._prepare_history(grad_device(named))
         threshold = self.threshold()
         total_norm = pre_clip_norm(named, self.nonfinite)
-        coefficient = threshold_coefficient(threshold, total_norm)
+        coefficient = clip_coefficient(threshold, total_norm)
         grads = all_grads(groups)
         scale_grads_(local_tensors(grads), coefficient, foreach=None)
         skipped = zero_if_skipped_(grads, self.nonfinite, total_norm)
@@ -143,13 +143,3 @@ def grad_device(named_params: list[NamedTensor]) -> torch.device:
         if param.grad is not None:
             return param.grad.device
     return torch.device("cpu")
-
-
-def threshold_coefficient(threshold: Tensor, total_norm: Tensor) -> Tensor:
-    """``min(threshold / (total_norm + 1e-6), 1)`` for a tensor threshold, with torch's bits.
-
-    ``torch.nn.utils.clip_grad_norm_`` turns ``max_norm`` into a Python float (a host sync),
-    and ``float / tensor`` is ``reciprocal(tensor) * float`` in torch; written that way, the
-    tensor threshold gives the reference's coefficient bit for bit, without the sync.
-    """
-    return torch.clamp(torch.reciprocal(total_norm + CLIP_EPS) * threshold, max=1.0)
