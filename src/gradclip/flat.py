@@ -283,3 +283,12 @@ def _expand_exact_buffers(tensors: Sequence[Tensor]) -> list[Tensor]:
         else:
             operands.append(tensor)
     return operands
+
+
+def whole_flat_buffers(tensors: Sequence[Tensor]) -> list[Tensor] | None:
+    """``tensors`` as whole flat buffers -- views covering them, or the buffers -- or ``None``."""
+    if not _OWNER_OF_VIEW or not isinstance(tensors, (list, tuple)) or not tensors:
+        return None
+    if all(_OWNER_OF_BUFFER.get(id(t)) is not None for t in tensors):
+        return list(tensors)
+    return covering_buffers(tensors)

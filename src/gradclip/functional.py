@@ -40,7 +40,13 @@ from gradclip.distributed import (
     local_tensors,
     needs_reduction,
 )
-from gradclip.flat import covering_buffers, grad_buffers, norm_operands, reiterable
+from gradclip.flat import (
+    covering_buffers,
+    grad_buffers,
+    norm_operands,
+    reiterable,
+    whole_flat_buffers,
+)
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import (
     ParamsLike,
@@ -315,7 +321,12 @@ def clamp_grads_(
     grads: Sequence[Tensor], low: float | Tensor, high: float | Tensor, foreach: bool | None
 ) -> None:
     """Clamp every gradient element into ``[low, high]`` in place (torch's kernel order)."""
-    for device, group, _ in group_by_device_and_dtype(covering_buffers(grads) or grads):
+    buffers = whole_flat_buffers(grads)
+    if buffers is not None:  # gradclip.flat: one pass per buffer, same numbers as min then max
+        for buffer in buffers:
+            buffer.clamp_(min=low, max=high)
+        return
+    for device, group, _ in group_by_device_and_dtype(grads):
         if use_foreach(group, device, foreach):
             torch._foreach_clamp_min_(group, low)
             torch._foreach_clamp_max_(group, high)
