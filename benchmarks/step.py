@@ -7,9 +7,9 @@ where the baseline is the same step without any clipping (and, less noisy, the s
 the timed tail of each step: clip plus optimizer step). A step is ``zero_grad``,
 forward, loss, ``backward``, the clip (and/or the monitor), ``optimizer.step``.
 
-Variants: every strategy spec; ``norm:1.0`` on flat gradient buffers (the cost of keeping
-them valid included) and fused into a fused Adam step (against a fused Adam baseline);
-``gradclip.GradientMonitor(model, every=1)``.
+Variants: every strategy spec, on ordinary gradients and on flat gradient buffers (``flat``:
+the cost of keeping them valid included); ``norm:1.0`` fused into a fused Adam step (against
+a fused Adam baseline); ``gradclip.GradientMonitor(model, every=1)``.
 """
 
 from __future__ import annotations
@@ -92,14 +92,12 @@ def variants(quick: bool) -> dict[str, TrainingStep]:
     model, optimizer = fresh()
     steps["baseline"] = TrainingStep(model, optimizer, batch)
     for spec in SPECS:
-        model, optimizer = fresh()
-        clipper = gradclip.from_spec(spec)
-        steps[spec] = TrainingStep(model, optimizer, batch,
-                                    lambda c=clipper, m=model: c.clip_(m.parameters()))
-    model, optimizer = fresh(flat=True)
-    clipper = gradclip.NormClip(1.0)
-    steps["norm:1.0 flat"] = TrainingStep(model, optimizer, batch,
-                                           lambda c=clipper, m=model: c.clip_(m.parameters()))
+        for flat in (False, True):
+            model, optimizer = fresh(flat=flat)
+            clipper = gradclip.from_spec(spec)
+            steps[spec + (" flat" if flat else "")] = TrainingStep(
+                model, optimizer, batch, lambda c=clipper, m=model: c.clip_(m.parameters())
+            )
     model, optimizer = fresh(fused=True)
     steps["baseline fused-adam"] = TrainingStep(model, optimizer, batch)
     model, optimizer = fresh(fused=True, flat=True)

@@ -14,9 +14,9 @@ CLIP_TIMINGS = {
     "fused_clip", "fused_clip_fast",
     "torch_value", "gradclip_value", "gradclip_value_flat", "fused_step", "fused_step_clipped",
 }
+SPECS = ["none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip"]
 STEP_VARIANTS = {
-    "none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip",
-    "norm:1.0 flat", "norm:1.0 flat+fused", "monitor every=1",
+    *SPECS, *(f"{spec} flat" for spec in SPECS), "norm:1.0 flat+fused", "monitor every=1",
 }
 
 
