@@ -11,10 +11,15 @@ def format_number(value: Any) -> str:
 
 
 def format_item(value: Any) -> str:
-    """A number, or a flat dict as ``key value, key value``."""
+    """A number, or a dict as ``key value, key value``."""
     if isinstance(value, dict):
-        return ", ".join(f"{key} {format_number(item)}" for key, item in value.items())
+        return ", ".join(f"{key} {format_nested(item)}" for key, item in value.items())
     return format_number(value)
+
+
+def format_nested(value: Any) -> str:
+    """A number, or a dict inside a dict as ``(key value, key value)``."""
+    return f"({format_item(value)})" if isinstance(value, dict) else format_number(value)
 
 
 def format_scores(scores: dict[str, Any]) -> list[str]:
@@ -42,6 +47,8 @@ def format_summary(summary: dict[str, Any], config: dict[str, Any]) -> str:
     ]
     if summary["first_nonfinite_step"] is not None:
         lines.append(f"  first non-finite loss at step {summary['first_nonfinite_step']}")
+    if summary.get("data"):
+        lines.append(f"data: {format_item(summary['data'])}")
     if summary.get("eval"):
         lines.append("validation:")
         lines.extend(format_scores({name: value for name, value in summary["eval"].items()
