@@ -28,6 +28,12 @@ class ArgumentParser(argparse.ArgumentParser):
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default and keeps the hand-made line breaks of descriptions."""
 
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # defaults of None/False are explained in the help text itself, or mean "off"
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(

@@ -22,13 +22,13 @@ TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hid
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="train a vanilla RNN with and without clipping and compare",
-        formatter_class=HelpFormatter, description=__doc__.split("\n")[0] + "\n\n" + TITLE)
+        formatter_class=HelpFormatter, description=__doc__.split("\n")[0].replace("``", "") + "\n\n" + TITLE)
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: runs/demo-<time>)")
     parser.add_argument("--steps", type=argtypes.positive_int, default=4000,
                         help="optimizer steps per run")
     parser.add_argument("--seeds", type=argtypes.positive_int, default=3, help="seeds per strategy")
-    parser.add_argument("--clips", type=argtypes.label_list, default=list(demo.STRATEGIES),
+    parser.add_argument("--clips", type=argtypes.label_list, default=",".join(demo.STRATEGIES),
                         help="comma-separated clipping specs to compare")
     parser.add_argument("--workers", type=argtypes.positive_int, default=2,
                         help="runs trained in parallel, one CPU thread each")

@@ -21,7 +21,7 @@ from gradclip.app.tasks import load_task
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="score a trained text model on another CSV", formatter_class=HelpFormatter,
-        description=__doc__.split("\n")[0] + "\n\nexample:\n  gradclip eval runs/text-lstm-"
+        description=__doc__.split("\n")[0].replace("``", "") + "\n\nexample:\n  gradclip eval runs/text-lstm-"
         "norm_1.0-20260101-120000 --data unseen.csv --json")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                         help="run directory written by gradclip train --task text")

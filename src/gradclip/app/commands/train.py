@@ -27,7 +27,7 @@ DEFAULT_EPOCHS = 3
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a model on a task (or resume a run)",
-        formatter_class=HelpFormatter, description=__doc__.split("\n")[0] + (
+        formatter_class=HelpFormatter, description=__doc__.split("\n")[0].replace("``", "") + (
             "\n\nexamples:\n"
             "  gradclip train --task adding --seq-len 20 --model rnn --clip norm:1.0\n"
             "  gradclip train --task text --data toxic.csv --model lstm --epochs 3\n"
