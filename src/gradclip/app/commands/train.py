@@ -175,12 +175,12 @@ def prepare_new_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Any
     clipper_from_spec(args.clip)  # a bad spec fails before any data is read
     if args.task == "text" and args.data is None:
         raise UserError("--task text needs --data CSV (comment_text plus label columns)")
+    run_dir = args.out or default_run_dir(args.task, args.model, args.clip)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"--out {run_dir} is not an empty folder; choose a new one, or "
+                        f"continue the run there with --resume {run_dir}")
     task = make_task(args.task, args)
     config = new_config(args, task)
-    run_dir = args.out or default_run_dir(args.task, args.model, args.clip)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"--out {run_dir} is not empty; choose a new folder, or continue the "
-                        f"run there with --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, config)
     return run_dir, config, task
