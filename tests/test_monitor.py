@@ -223,3 +223,19 @@ def test_every_must_be_a_positive_integer():
 def test_a_model_without_trainable_parameters_is_rejected():
     with pytest.raises(ValueError, match="no parameters"):
         GradientMonitor(nn.Tanh())
+
+
+def test_report_on_demand_covers_a_nan_step_between_reporting_steps():
+    model = two_layer_model()
+    monitor = GradientMonitor(model, every=50)
+    backward(model)
+    monitor.step()
+    backward(model, scale=math.nan)
+    assert monitor.step() is None
+    report = monitor.report()
+    assert report.step == 2
+    assert report.verdict.kind == "non-finite"
+
+
+def test_report_on_demand_before_any_step_is_none():
+    assert GradientMonitor(two_layer_model()).report() is None

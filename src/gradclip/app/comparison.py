@@ -3,8 +3,8 @@
 The grid is every combination of model x sequence length x learning rate x clip spec x
 seed. Each point is a normal ``gradclip train`` run in its own directory under
 ``<out>/runs/``, trained in a worker process, with a ``GradientMonitor`` reporting every
-``--log-every`` steps whose last verdict is kept in ``monitor.json``. Runs that share all but
-the seed form one row of the table.
+``--log-every`` steps; its report on the final step is kept in ``monitor.json``. Runs that
+share all but the seed form one row of the table.
 
 A run *diverged* when its loss became non-finite, or its final validation loss is more than
 ``DIVERGENCE_FACTOR`` times its first training loss (an exploding, but finite, loss).
@@ -28,7 +28,7 @@ from gradclip.app.errors import UserError
 from gradclip.app.loop import Trainer, TrainingError
 from gradclip.app.monitoring import MonitoredClipper
 from gradclip.app.run_dir import read_metrics, write_json
-from gradclip.monitor import GradientMonitor, GradientReport
+from gradclip.monitor import GradientMonitor
 
 DIVERGENCE_FACTOR = 10.0
 
@@ -75,18 +75,17 @@ def train_one(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir, config, task = prepare_new_run(args)
     trainer = Trainer(run_dir, config, task)
-    last: dict[str, Any] = {}
+    monitor = None
     if args.log_every:
-        def keep(report: GradientReport, _grads: list) -> None:
-            last["report"] = report
-
         monitor = GradientMonitor(trainer.model, every=args.log_every)
-        trainer.clipper = MonitoredClipper(trainer.clipper, monitor, keep)
+        trainer.clipper = MonitoredClipper(trainer.clipper, monitor, lambda *_: None)
     try:
         summary = trainer.train(progress=False)
     except TrainingError as error:
         summary = trainer.summary(None) | {"status": f"stopped: {error}"}
-    monitored = last["report"].to_dict() if "report" in last else None
+    # the state at the last step, also when training stopped between reports (NaN)
+    report = None if monitor is None else monitor.report()
+    monitored = None if report is None else report.to_dict()
     if monitored is not None:
         write_json(run_dir / "monitor.json", monitored)
     return {"run_dir": str(run_dir), "summary": summary, "monitor": monitored,

@@ -104,6 +104,8 @@ class GradientMonitor:
         self._arrival: dict[int, None] = {}
         self._last_arrival: tuple[int, ...] = ()
         self._last_report_step = 0
+        self._latest: tuple[Tensor, Tensor, Tensor, ClipStats | None] | None = None
+        self._last_profiles: dict[str, Tensor] = {}
         self.profiles.recording = self._reports_at(1)
 
     def _arrived(self, index: int):
@@ -143,13 +145,26 @@ class GradientMonitor:
             self._skipped += stats.skipped.to(self._device)
         self._last_arrival = tuple(self._arrival) or self._last_arrival
         self._arrival = {}
+        self._latest = (norms, measured, global_norm, stats)
         report = None
         if self._reports_at(self.steps):
-            report = self._report(norms, measured, global_norm, stats)
+            report = self._report(*self._latest)
         if self._reports_at(self.steps + 1):
             self._snapshot = snapshot_weights(self._parameters)
         self.profiles.recording = self._reports_at(self.steps + 1)
         return report
+
+    @_no_grad
+    def report(self) -> GradientReport | None:
+        """A report on the latest ``step()`` now, whatever ``every`` says (``None`` before any).
+
+        Use it at the end of a run, or when training stops on a NaN between reporting steps.
+        Time profiles are those of the last reporting step; the update ratio is given only
+        if a snapshot was due.
+        """
+        if self._latest is None:
+            return None
+        return self._report(*self._latest)
 
     def _record_nonfinite(self, norms: Tensor, global_norm: Tensor) -> None:
         bad = ~torch.isfinite(norms)
@@ -163,7 +178,7 @@ class GradientMonitor:
 
     def _report(self, norms: Tensor, measured: Tensor, global_norm: Tensor,
                 stats: ClipStats | None) -> GradientReport:
-        recent = self.steps - self._last_report_step
+        recent = max(1, self.steps - self._last_report_step)
         self._last_report_step = self.steps
         count = min(self.steps, self.window)
         # oldest first: the ring buffer rolled so that the newest norm comes last
@@ -183,7 +198,9 @@ class GradientMonitor:
             ratios, overall = update_ratios(self._parameters, self._snapshot, self._device)
             tensors["update_ratios"], tensors["update_ratio"] = ratios, overall
             self._snapshot = None
-        profiles = self.profiles.collect()
+        # a report between reporting steps shows the time profiles of the last one
+        profiles = self.profiles.collect() or self._last_profiles
+        self._last_profiles = profiles
         tensors.update({f"profile:{name}": profile for name, profile in profiles.items()})
         return GradientReport(
             step=self.steps, parameter_names=self.parameter_names,

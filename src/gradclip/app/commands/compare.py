@@ -3,8 +3,8 @@
 Every combination of ``--models`` x ``--seq-lens`` x ``--lrs`` x ``--clips`` x seeds is an
 ordinary training run under ``--out/runs/``; ``--out`` then holds ``report.md`` (the table:
 mean ± std over seeds of the final validation loss and metric, success rate, divergence
-count, clip rate, median largest gradient norm, the monitor's last verdict, seconds per run),
-``results.json``, and the figures ``losses.png``, ``grad_norms.png``, ``layer_norms.png``
+count, clip rate, median largest gradient norm, the monitor's final verdict, seconds per
+run), ``results.json``, and the figures ``losses.png``, ``grad_norms.png``, ``layer_norms.png``
 (and ``success.png`` over sequence lengths when several are given).
 """
 
@@ -172,8 +172,8 @@ def write_report(args: argparse.Namespace, table: str, figures: list[Path], elap
         f"Success: {criterion}. Diverged: the loss became NaN/Inf, or the final validation "
         f"loss exceeds {comparison.DIVERGENCE_FACTOR:g}x the first training loss. Clip rate: "
         f"share of steps the clipper changed the gradient. Monitor verdict: the most common "
-        f"last verdict of the gradient monitor over the seeds (reported every "
-        f"{args.log_every} steps).",
+        f"verdict of the gradient monitor on each run's final step over the seeds (time "
+        f"profiles measured every {args.log_every} steps).",
         "",
         table,
         "",
