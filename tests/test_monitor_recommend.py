@@ -18,12 +18,13 @@ def test_norm_threshold_is_the_chosen_percentile_of_observed_norms():
     assert recommendation.norm_threshold == pytest.approx(90.1)  # 1 + 0.9 * 99
 
 
-def test_default_norm_threshold_is_the_median():
-    assert recommend_thresholds([0.2, 0.4, 0.9]).norm_threshold == pytest.approx(0.4)
+def test_default_norm_threshold_is_the_90th_percentile():
+    norms = [float(n) for n in range(11)]
+    assert recommend_thresholds(norms).norm_threshold == pytest.approx(9.0)
 
 
 def test_nonfinite_norms_are_left_out_and_counted():
-    recommendation = recommend_thresholds([0.2, math.nan, 0.4, math.inf, 0.6])
+    recommendation = recommend_thresholds([0.2, math.nan, 0.4, math.inf, 0.6], percentile=50)
     assert recommendation.norm_threshold == pytest.approx(0.4)
     assert recommendation.nonfinite_steps == 2
     assert recommendation.observed_steps == 5
@@ -44,6 +45,16 @@ def test_value_threshold_is_a_high_percentile_of_element_magnitudes():
 def test_percentile_must_lie_strictly_between_0_and_100(bad):
     with pytest.raises(ValueError, match="percentile"):
         recommend_thresholds([1.0], percentile=bad)
+
+
+def test_value_threshold_is_capped_so_its_norm_bound_is_the_norm_threshold():
+    recommendation = recommend_thresholds([2.0], [0.5] * 10, element_count=400)
+    assert recommendation.value_threshold == pytest.approx(2.0 / 20)
+
+
+def test_value_threshold_below_the_cap_is_kept():
+    recommendation = recommend_thresholds([2.0], [0.01] * 10, element_count=400)
+    assert recommendation.value_threshold == pytest.approx(0.01)
 
 
 def test_specs_are_ready_to_use_clip_specs():

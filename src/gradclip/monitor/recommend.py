@@ -3,10 +3,15 @@
 Rules:
 
 - norm threshold: the ``percentile``-th percentile of the finite global norms observed
-  without clipping (default the median: Pascanu et al. suggest a threshold near the
-  average norm, so that ordinary steps pass and spikes are cut);
+  without clipping (default 90: ordinary steps pass, the largest 10% and every spike are
+  cut; Pascanu et al. suggest a threshold of the order of the average norm. Measured on
+  the adding problem, T=10, SGD lr 0.15: the median clipped 82% of steps and learnt more
+  slowly than p90);
 - value threshold: the ``value_percentile``-th percentile of sampled per-element gradient
-  magnitudes ``|g|`` (default 99: only the largest 1% of elements are clamped);
+  magnitudes ``|g|`` (default 99: only the largest 1% of elements are clamped), capped at
+  ``norm_threshold / sqrt(n)`` when the number ``n`` of gradient elements is known: a value
+  clip at ``v`` bounds the gradient norm by ``v * sqrt(n)`` only, so the cap keeps that bound
+  at the norm threshold (a value threshold must shrink as the model grows);
 - ``autoclip:<quantile>`` adapts the norm threshold to the run's own history, and ``zclip``
   detects spikes by an EMA z-score; neither needs a measured value.
 
@@ -63,9 +68,13 @@ def _check_percentile(q: float, name: str) -> float:
 
 def recommend_thresholds(norms: Sequence[float] | Tensor,
                          element_magnitudes: Sequence[float] | Tensor | None = None,
-                         percentile: float = 50.0, *, value_percentile: float = 99.0,
+                         percentile: float = 90.0, *, value_percentile: float = 99.0,
+                         element_count: int | None = None,
                          autoclip_quantile: float = 0.1) -> Recommendation:
     """Thresholds from observed unclipped global norms (and optionally ``|g|`` samples).
+
+    ``element_count``: the number of gradient elements, to cap the value threshold at
+    ``norm_threshold / sqrt(element_count)`` (see the module docstring).
 
     Non-finite norms are left out (and counted); at least one finite norm is needed.
     """
@@ -84,6 +93,8 @@ def recommend_thresholds(norms: Sequence[float] | Tensor,
         magnitudes = magnitudes[torch.isfinite(magnitudes)].abs()
         if magnitudes.numel() and bool((magnitudes > 0).any()):
             value_threshold = percentile_of(magnitudes, value_q)
+            if element_count:
+                value_threshold = min(value_threshold, norm_threshold / element_count ** 0.5)
             specs.append(f"value:{spec_number(value_threshold)}")
     specs += [f"autoclip:{autoclip_quantile:g}", "zclip"]
     return Recommendation(norm_threshold, value_threshold, q, value_q, observed.numel(),

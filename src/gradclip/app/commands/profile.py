@@ -60,12 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="CPU threads for torch")
     group.add_argument("--out", type=Path, default=None,
                        help="output folder (default: runs/profile-<task>-<model>-<time>)")
-    group.add_argument("--percentile", type=percentile_arg, default=50.0,
+    group.add_argument("--percentile", type=percentile_arg, default=90.0,
                        help="percentile of the observed global norms recommended as the norm "
                             "threshold")
     group.add_argument("--value-percentile", type=percentile_arg, default=99.0,
                        help="percentile of sampled per-element magnitudes |g| recommended as "
-                            "the value threshold")
+                            "the value threshold (capped at norm threshold / sqrt(number of "
+                            "gradient elements))")
     group.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                        help="progress bar: auto shows it when stdout is a terminal")
     parser.set_defaults(run=run, clip="none", steps=DEFAULT_STEPS)
@@ -94,10 +95,12 @@ class GradientProfile:
     verdict_counts: Counter = field(default_factory=Counter)
     first_verdicts: dict[str, Verdict] = field(default_factory=dict)
     last_verdicts: list[Verdict] = field(default_factory=list)
+    element_count: int = 0
 
     def add(self, report: GradientReport, grads: list[torch.Tensor]) -> None:
         """Record one step's report and a sample of its raw gradient elements."""
         magnitudes = sample_element_magnitudes(grads, SAMPLES_PER_STEP, self.generator)
+        self.element_count = sum(grad.numel() for grad in grads)
         self.global_norms.append(report.global_norm)
         for name, norm in report.module_norms.items():
             self.module_norms.setdefault(name, []).append(norm)
@@ -137,7 +140,8 @@ def recommend(profile: GradientProfile, args: argparse.Namespace) -> Recommendat
     magnitudes = torch.cat(profile.magnitudes) if profile.magnitudes else None
     try:
         return recommend_thresholds(profile.global_norms, magnitudes, args.percentile,
-                                    value_percentile=args.value_percentile)
+                                    value_percentile=args.value_percentile,
+                                    element_count=profile.element_count or None)
     except ValueError:
         return None
 
@@ -174,7 +178,8 @@ def format_profile(profile: GradientProfile, summary: dict[str, Any],
                      "was observed; lower the learning rate and profile again)")
     else:
         lines.append(f"{recommendation}   (norm: p{recommendation.percentile:g} of the global "
-                     f"norm; value: p{recommendation.value_percentile:g} of |g|)")
+                     f"norm; value: p{recommendation.value_percentile:g} of |g|, at most "
+                     f"norm / sqrt({profile.element_count}))")
     return "\n".join(lines)
 
 
