@@ -128,15 +128,27 @@ def read_curves(run_dir: Path, label: str = "") -> RunCurves:
 
 
 def draw_loss(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) -> None:
+    """Smoothed training loss per run; a run that went NaN/Inf ends in an x at the top.
+
+    The y-axis stops at 100x the largest first-step loss, so that one diverging run does not
+    flatten every other curve (its curve leaves the top of the panel).
+    """
+    starts = [run.loss[0] for run in runs if run.loss and math.isfinite(run.loss[0])]
+    top = 100 * max(starts) if starts else None
     for run in runs:
         axis.plot(run.steps, moving_average(run.loss), color=colours.get(run.label),
                   alpha=0.8, linewidth=1, label=run.label)
-        if run.loss and not math.isfinite(run.loss[-1]):
-            axis.plot(run.steps[-1], min(finite(run.loss) or [1.0]), marker="x", markersize=9,
+    if top is not None:
+        bottom = min((v for run in runs for v in moving_average(run.loss)
+                      if math.isfinite(v) and v > 0), default=top / 1e6)
+        axis.set_ylim(bottom / 1.5, top)
+    for run in runs:
+        if run.loss and not math.isfinite(run.loss[-1]) and top is not None:
+            axis.plot(run.steps[-1], top, marker="x", markersize=9, clip_on=False,
                       color=colours.get(run.label))
     axis.set(yscale="log", xlabel="optimizer step",
              ylabel=f"training loss, mean of last {SMOOTHING} steps (log scale)",
-             title="training loss (x: loss became NaN/Inf, run stopped)")
+             title="training loss (x at the top: loss became NaN/Inf, run stopped)")
 
 
 def draw_norms(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) -> None:
@@ -245,7 +257,8 @@ def plot_compare(out: Path, grouped: dict[Any, list[dict[str, Any]]], labels: Se
         figure, axes = panel_grid(plt, len(panels))
         for axis, (title, runs) in zip(axes, panels.items(), strict=True):
             draw(axis, runs, colours)
-            axis.set_title(f"{title}: {axis.get_title()}", fontsize=9)
+            figure.suptitle(axis.get_title() + " (one line per seed)")
+            axis.set_title(title, fontsize=10)
         handles = [plt.Line2D([], [], color=c, label=clip) for clip, c in colours.items()]
         figure.legend(handles=handles, title="--clip", loc="outside right upper", fontsize=8)
         figure.savefig(out / name, dpi=100)
@@ -299,6 +312,7 @@ def plot_success(plt: Any, out: Path, grouped: dict[Any, list[dict[str, Any]]]) 
                           label=f"{model} {clip}")
         axis.set(xscale="log", xlabel="sequence length T (log scale)", ylim=(-5, 105),
                  ylabel="runs that learnt the task (%)", title=f"lr={lr:g}")
+        axis.minorticks_off()
         axis.set_xticks(sorted({s.seq_len for s in grouped}),
                         [str(t) for t in sorted({s.seq_len for s in grouped})])
     axes[0].legend(fontsize=8, title="model, --clip")
