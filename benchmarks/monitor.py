@@ -11,7 +11,9 @@ round-robin with and without the monitor:
   then);
 - ``monitor every=1, read``: the same, and the report's summary built (``str(report)``, one
   host transfer plus the verdicts in Python) every step;
-- ``monitor every=50``: the statistics every step, a report every 50th.
+- ``monitor every=50``: the statistics every step, a report every 50th;
+- ``monitor.step() alone``: just the monitor's per-step work on the LSTM's gradients (no
+  forward/backward), the most robust figure on a busy machine.
 
 Prints the median step time of each and its ratio to the plain step.
 """
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             models["monitor every=50"],
             gradclip.GradientMonitor(models["monitor every=50"], every=50).step),
     }
+    alone_model = LSTMClassifier()
+    training_step(alone_model, None)()  # leaves gradients in place
+    alone = gradclip.GradientMonitor(alone_model, every=1000000)
+    steps["monitor.step() alone"] = alone.step
     medians = interleaved_medians(steps, args.repeats, warmup=3)
     base = medians["plain"]
     rows = [("variant", "median step (ms)", "ratio to plain")]

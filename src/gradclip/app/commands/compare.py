@@ -113,6 +113,8 @@ def complete(args: argparse.Namespace) -> None:
     """Fill the grid lists from the single-valued options, and the output folder."""
     if args.task == "text" and args.data is None:
         raise UserError("--task text needs --data CSV (comment_text plus label columns)")
+    if args.epochs is not None:  # --epochs replaces the default --steps (text task)
+        args.steps = None
     args.models = args.models or [args.model]
     args.lrs = args.lrs or [args.lr]
     args.seq_lens = args.seq_lens or [args.seq_len]
