@@ -147,7 +147,7 @@ def draw_loss(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) -> 
             axis.plot(run.steps[-1], top, marker="x", markersize=9, clip_on=False,
                       color=colours.get(run.label))
     axis.set(yscale="log", xlabel="optimizer step",
-             ylabel=f"training loss, mean of last {SMOOTHING} steps (log scale)",
+             ylabel=f"training loss, mean of {SMOOTHING} steps (log)",
              title="training loss (x at the top: loss became NaN/Inf, run stopped)")
 
 
@@ -160,7 +160,7 @@ def draw_norms(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) ->
             axis.plot(run.steps, run.threshold, color=colour, linestyle="--", linewidth=1.2,
                       label="clipping threshold" if len(runs) == 1 else None)
     axis.set(yscale="log", xlabel="optimizer step",
-             ylabel="global L2 gradient norm before clipping (log scale)",
+             ylabel="global grad L2 norm, before clipping (log)",
              title="gradient norm (dashed: clipping threshold)")
 
 
