@@ -239,3 +239,16 @@ def test_report_on_demand_covers_a_nan_step_between_reporting_steps():
 
 def test_report_on_demand_before_any_step_is_none():
     assert GradientMonitor(two_layer_model()).report() is None
+
+
+def test_time_profiles_of_micro_batches_with_different_lengths_add_up_step_by_step():
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"rnn": nn.RNN(2, 4, batch_first=True)})
+    monitor = GradientMonitor(model)
+    expected = torch.zeros(7, dtype=torch.float64)
+    for steps in (7, 4):
+        inputs = torch.randn(3, steps, 2, requires_grad=True)
+        model["rnn"](inputs)[0].sum().backward()
+        expected[:steps] += inputs.grad.double().square().sum(dim=(0, 2))
+    profile = monitor.step().time_profiles["rnn"]
+    assert profile == pytest.approx(expected.sqrt().tolist(), rel=1e-6)
