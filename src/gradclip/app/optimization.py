@@ -12,7 +12,9 @@ from torch import nn
 from gradclip.app.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "warmdown")
+# warmdown: constant, then linear decay to 0 over the last WARMDOWN_FRACTION of the steps.
+WARMDOWN_FRACTION = 0.2
 AMP_MODES = ("none", "fp16", "bf16")
 
 
@@ -31,12 +33,16 @@ def build_optimizer(name: str, parameters: Iterable[nn.Parameter], lr: float, mo
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """``constant`` learning rate, or ``cosine`` decay to 0 over ``total_steps``."""
+    """``constant`` learning rate, ``cosine`` decay to 0 over ``total_steps``, or ``warmdown``:
+    constant, then linear decay to 0 over the last 20% of the steps (a run keeps the full
+    learning rate, where instability shows, and still settles at the end)."""
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0))))
+    if schedule == "warmdown":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmdown(step, total_steps))
     raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
@@ -74,3 +80,9 @@ def autocast(mode: str, device: torch.device) -> contextlib.AbstractContextManag
 def grad_scaler(mode: str, device: torch.device) -> torch.amp.GradScaler | None:
     """A ``GradScaler`` for fp16 on CUDA; ``None`` otherwise (bf16 needs no loss scaling)."""
     return torch.amp.GradScaler(device.type) if mode == "fp16" else None
+
+
+def warmdown(step: int, total_steps: int) -> float:
+    """Learning-rate factor: 1 until the last ``WARMDOWN_FRACTION`` of the steps, then to 0."""
+    decay_steps = max(1, round(total_steps * WARMDOWN_FRACTION))
+    return min(1.0, max(0.0, (total_steps - step) / decay_steps))

@@ -16,7 +16,8 @@ from gradclip.app.errors import UserError
 from gradclip.app.run_dir import json_safe
 
 TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hidden), "
-         f"SGD lr {demo.LR} momentum {demo.MOMENTUM}, batch {demo.BATCH}")
+         f"SGD lr {demo.LR} momentum {demo.MOMENTUM} ({demo.SCHEDULE} schedule: linear decay to 0 "
+         f"over the last 20% of the steps), batch {demo.BATCH}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
