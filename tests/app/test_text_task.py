@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import random
 
 import pytest
@@ -13,7 +14,12 @@ pytest.importorskip("tokenizers")
 
 from gradclip.app.errors import UserError  # noqa: E402
 from gradclip.app.tasks.base import seeded_generator  # noqa: E402
-from gradclip.app.tasks.text import TextTask, bucketed_batches, pad_rows  # noqa: E402
+from gradclip.app.tasks.text import (  # noqa: E402
+    TextTask,
+    bucketed_batches,
+    pad_rows,
+    positive_weights,
+)
 from gradclip.app.text_data import split_rows  # noqa: E402
 from gradclip.app.tokenizer import (  # noqa: E402
     encode_texts,
@@ -153,6 +159,7 @@ def test_rebuilt_task_gives_the_same_batches_and_data_facts(data, tmp_path):
     rebuilt = TextTask.from_config(task.config(), tmp_path)
     assert torch.equal(rebuilt.train_batch(11).inputs, task.train_batch(11).inputs)
     assert rebuilt.describe() == task.describe()
+    assert torch.equal(rebuilt.pos_weight, task.pos_weight)
 
 
 def test_rebuilding_for_scoring_needs_no_training_data(data, tmp_path):
@@ -208,3 +215,34 @@ def test_scoring_another_file_counts_rows_and_lists_missing_labels(data, tmp_pat
     report = task.evaluate_file(model, other, torch.device("cpu"))
     assert (report["rows"], report["skipped_empty"], report["labels_missing"]) == (2, 1, ["toxic"])
     assert list(report["per_label"]) == ["insult"] and report["mean_roc_auc"] == 1.0
+
+
+def test_positive_weight_is_the_square_root_of_negatives_over_positives():
+    targets = torch.tensor([[1.0, 0.0, 1.0]] + [[0.0, 0.0, 1.0]] * 8)
+    assert positive_weights(targets, "sqrt").tolist() == [pytest.approx(8 ** 0.5), 1.0, 1.0]
+    assert positive_weights(targets, "none").tolist() == [1.0, 1.0, 1.0]
+
+
+def test_unknown_class_balance_rule_is_a_user_error():
+    with pytest.raises(UserError, match="class balance must be one of sqrt, none"):
+        positive_weights(torch.ones(3, 1), "inverse")
+
+
+class ConstantModel(torch.nn.Module):
+    def forward(self, inputs, lengths):
+        return torch.zeros(len(inputs), 2)
+
+
+def test_scores_undo_the_log_odds_shift_of_the_positive_weight(data):
+    task = TextTask.from_args(task_args(data))
+    logits = task.predict_logits(ConstantModel(), task.val_ids, torch.device("cpu"))
+    assert torch.allclose(logits, -task.pos_weight.log().expand(len(task.val_ids), 2))
+    assert not torch.equal(task.pos_weight, torch.ones(2))
+
+
+def test_training_loss_weights_the_positive_term(data):
+    task = TextTask.from_args(task_args(data))
+    batch = task.train_batch(0)
+    outputs = torch.zeros_like(batch.targets)
+    expected = (batch.targets * task.pos_weight * math.log(2) + (1 - batch.targets) * math.log(2))
+    assert float(task.loss(outputs, batch)) == pytest.approx(float(expected.mean()))
