@@ -160,6 +160,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
     parser.add_argument("--json", default="benchmarks/results.json", help="where to write results")
     parser.add_argument("--no-step", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="torch.set_flush_denormal(True): subnormal floats (vanishing "
+                             "gradients) count as 0 instead of taking the slow path")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: the process's CPU time (default; robust on a shared "
                              "machine), wall: wall-clock time")
@@ -180,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "machine": machine(),
         "quick": args.quick,
         "clock": args.clock,
+        "flush_denormal": args.flush_denormal and torch.set_flush_denormal(True),
         "clip": {},
         "step": {},
     }
