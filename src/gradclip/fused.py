@@ -5,16 +5,16 @@ then the optimizer reads it a third time. torch's fused optimizers (``Adam``, ``
 ``SGD`` with ``fused=True``, on CPU and CUDA) take a ``grad_scale`` and a ``found_inf``
 tensor -- the hooks ``torch.amp.GradScaler`` uses -- and apply them inside the step kernel:
 
-    g <- g / grad_scale                    (the kernel also writes this g back to .grad)
+    g <- g / grad_scale                    (the CPU kernels write this g back to .grad)
     skip the whole step where found_inf    (on the device: no host sync; step counts kept)
 
 So clipping by norm becomes ``grad_scale = max((||g|| + 1e-6) / max_norm, 1)``, the
 reciprocal of torch's clip coefficient, and the ``"skip"`` policy becomes
 ``found_inf = ~isfinite(||g||)``. An AMP scale already set on the optimizer is combined
 with it, not replaced. The result equals clip-then-step up to float rounding (``g / s``
-versus ``g * (1 / s)``, one ulp), and ``.grad`` holds the clipped gradient afterwards, as
-it would after clipping. Differences: under ``"skip"`` the gradients are left as they
-were, not zeroed (the step is skipped either way).
+versus ``g * (1 / s)``, one ulp), and on CPU (tested) ``.grad`` holds the clipped gradient
+afterwards, as it would after clipping. Differences: under ``"skip"`` the gradients are
+left as they were, not zeroed (the step is skipped either way).
 
 Other optimizers, other strategies than ``NormClip``, parameter groups with their own clip
 options and the ``"error"`` policy take the ordinary clip-then-step path.
