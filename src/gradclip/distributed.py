@@ -164,7 +164,10 @@ def _norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
 
 def local_tensors(tensors: Sequence[Tensor]) -> list[Tensor]:
     """Every tensor as this rank's local shard (ordinary tensors pass through)."""
-    return [local_tensor(t) for t in tensors]
+    dtensor = _dtensor_type()
+    if dtensor is None:  # the common single-process case: no per-tensor check
+        return list(tensors)
+    return [t.to_local() if isinstance(t, dtensor) else t for t in tensors]
 
 
 def distributed_per_tensor_norms(
