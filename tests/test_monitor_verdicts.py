@@ -69,6 +69,11 @@ def test_first_module_orders_of_magnitude_below_the_last_is_vanishing():
     assert verdict.evidence["first_module"] == "layer0"
 
 
+def test_first_module_orders_of_magnitude_above_the_last_is_exploding():
+    verdict = depth_verdict({"layer0": 1e4, "head": 1.0}, RULES)
+    assert verdict.kind == "exploding"
+
+
 def test_comparable_module_norms_are_not_vanishing():
     assert depth_verdict({"layer0": 0.2, "head": 1.0}, RULES) is None
 

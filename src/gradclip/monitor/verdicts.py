@@ -14,8 +14,8 @@ Rules (defaults in :class:`VerdictRules`):
 - *exploding* / *vanishing* in time: the gradient reaching the first time step of a
   recurrent layer is above ``1 / vanishing_ratio`` / below ``vanishing_ratio`` times the one
   reaching the last step.
-- *vanishing* in depth: the first module's gradient norm is below ``vanishing_ratio`` times
-  the last module's.
+- *vanishing* / *exploding* in depth: the first module's gradient norm is below
+  ``vanishing_ratio`` / above ``1 / vanishing_ratio`` times the last module's.
 
 References:
     Pascanu, Mikolov & Bengio (2013), "On the difficulty of training recurrent neural
@@ -183,12 +183,19 @@ def signal_reach(profile: Sequence[float], ratio: float) -> int:
 
 
 def depth_verdict(module_norms: dict[str, float], rules: VerdictRules) -> Verdict | None:
-    """Vanishing when the first module's gradient is far below the last module's."""
+    """Vanishing (exploding) when the first module's gradient is far below (above) the last's."""
     norms = [(name, n) for name, n in module_norms.items() if math.isfinite(n)]
     if len(norms) < 2 or not norms[-1][1] > 0:
         return None
     (first, first_norm), (last, last_norm) = norms[0], norms[-1]
     ratio = first_norm / last_norm
+    if ratio > 1 / rules.vanishing_ratio:
+        return Verdict(
+            "exploding",
+            f"the first module ({first}) receives a gradient norm of {first_norm:.3g}, "
+            f"{ratio:.3g}x the last module's ({last}: {last_norm:.3g}): the gradient grows "
+            f"geometrically with depth.", FIX_EXPLODING,
+            {"first_module": first, "last_module": last, "first_to_last": ratio})
     if ratio >= rules.vanishing_ratio:
         return None
     return Verdict(
