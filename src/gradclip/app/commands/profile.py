@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -135,11 +136,24 @@ def measure(args: argparse.Namespace) -> tuple[Path, dict[str, Any], GradientPro
     return run_dir, summary, profile
 
 
+def before_divergence(norms: list[float], factor: float = 100.0, baseline: int = 10) -> int:
+    """How many first steps precede divergence: the first NaN/Inf norm, or the first norm
+    above ``factor`` times the smallest of the first ``baseline`` norms (a run can explode
+    from its second step, so the early median is no safe reference)."""
+    start = [v for v in norms[:baseline] if math.isfinite(v)]
+    limit = factor * min(start) if start else math.inf
+    for index, value in enumerate(norms):
+        if not (math.isfinite(value) and value <= limit):
+            return index
+    return len(norms)
+
+
 def recommend(profile: GradientProfile, args: argparse.Namespace) -> Recommendation | None:
-    """Thresholds from the profile; ``None`` when no finite norm was seen."""
-    magnitudes = torch.cat(profile.magnitudes) if profile.magnitudes else None
+    """Thresholds from the steps before any divergence; ``None`` when there are none."""
+    kept = before_divergence(profile.global_norms)
+    magnitudes = torch.cat(profile.magnitudes[:kept]) if kept else None
     try:
-        return recommend_thresholds(profile.global_norms, magnitudes, args.percentile,
+        return recommend_thresholds(profile.global_norms[:kept], magnitudes, args.percentile,
                                     value_percentile=args.value_percentile,
                                     element_count=profile.element_count or None)
     except ValueError:
@@ -173,6 +187,10 @@ def format_profile(profile: GradientProfile, summary: dict[str, Any],
     lines.append("verdict:")
     lines += [f"  ({profile.verdict_counts[v.kind]} of {steps} steps) "
               + str(v).replace("\n", "\n  ") for v in profile.verdicts()]
+    kept = before_divergence(profile.global_norms)
+    if kept < steps:
+        lines.append(f"note: the gradient norm diverged at step {kept + 1}; the thresholds "
+                     f"below come from the {kept} step(s) before it")
     if recommendation is None:
         lines.append("Recommended: --clip autoclip:0.1 | --clip zclip (no finite gradient norm "
                      "was observed; lower the learning rate and profile again)")
