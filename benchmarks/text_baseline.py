@@ -36,13 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated label columns (default: all present)")
     parser.add_argument("--C", type=float, default=4.0,
                         help="inverse L2 strength of the logistic regressions (default: 4.0)")
+    parser.add_argument("--test", default=None,
+                        help="also score this CSV (rows never seen), as `gradclip eval` does")
     parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
 
-def tfidf_features(train_texts: list[str], val_texts: list[str]):
-    """Word and char n-gram TF-IDF matrices of both splits, vocabularies fitted on training."""
+def tfidf_features(train_texts: list[str], *other_texts: list[str]):
+    """Word and char n-gram TF-IDF matrices of each text list, vocabularies fitted on training."""
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -51,24 +53,24 @@ def tfidf_features(train_texts: list[str], val_texts: list[str]):
     char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2,
                            max_features=100_000, sublinear_tf=True, lowercase=True)
     train = hstack([word.fit_transform(train_texts), char.fit_transform(train_texts)]).tocsr()
-    val = hstack([word.transform(val_texts), char.transform(val_texts)]).tocsr()
-    return train, val
+    return [train, *(hstack([word.transform(texts), char.transform(texts)]).tocsr()
+                     for texts in other_texts)]
 
 
-def fit_and_score(train, train_targets: torch.Tensor, val, C: float) -> torch.Tensor:
-    """Validation logits ``(rows, labels)``: one logistic regression per label."""
+def fit_and_score(train, train_targets: torch.Tensor, scored: list, C: float) -> list:
+    """Logits ``(rows, labels)`` of each matrix in ``scored``: one logistic regression per label."""
     from sklearn.linear_model import LogisticRegression
 
-    columns = []
+    columns: list[list[torch.Tensor]] = [[] for _ in scored]
     for label in range(train_targets.shape[1]):
         y = train_targets[:, label].numpy()
-        if y.min() == y.max():  # one class only: a constant score
-            columns.append(torch.zeros(val.shape[0], dtype=torch.float64))
-            continue
-        model = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
-        model.fit(train, y)
-        columns.append(torch.from_numpy(model.decision_function(val)))
-    return torch.stack(columns, dim=1)
+        model = None
+        if y.min() != y.max():  # with one class only, a constant score
+            model = LogisticRegression(C=C, solver="liblinear", max_iter=1000).fit(train, y)
+        for column, features in zip(columns, scored, strict=True):
+            column.append(torch.zeros(features.shape[0], dtype=torch.float64) if model is None
+                          else torch.from_numpy(model.decision_function(features)))
+    return [torch.stack(column, dim=1) for column in columns]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,10 +83,15 @@ def main(argv: list[str] | None = None) -> dict:
     table = read_comments(args.data, labels)
     train_rows, val_rows = split_rows(len(table.texts), args.val_fraction, args.seed)
     start = time.perf_counter()
-    train, val = tfidf_features([table.texts[i] for i in train_rows.tolist()],
-                                [table.texts[i] for i in val_rows.tolist()])
-    logits = fit_and_score(train, table.targets[train_rows], val, args.C)
-    report = label_report(logits, table.targets[val_rows], table.label_names)
+    test = read_comments(args.test, table.label_names) if args.test else None
+    train, *scored = tfidf_features([table.texts[i] for i in train_rows.tolist()],
+                                    [table.texts[i] for i in val_rows.tolist()],
+                                    *([test.texts] if test else []))
+    logits = fit_and_score(train, table.targets[train_rows], scored, args.C)
+    report = label_report(logits[0], table.targets[val_rows], table.label_names)
+    if test is not None:
+        report["test"] = label_report(logits[1], test.targets, test.label_names)
+        report["test"]["rows"] = len(test.texts)
     report.update(seconds=round(time.perf_counter() - start, 1), threads=args.threads,
                   train_rows=len(train_rows), val_rows=len(val_rows), seed=args.seed,
                   skipped_empty=table.skipped_empty, features=train.shape[1])
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"torch threads {torch.get_num_threads()}, BLAS threads {args.threads}, "
               f"{report['seconds']} s")
         print(format_label_table(report))
+        if test is not None:
+            print(f"{args.test} ({len(test.texts)} rows never seen):")
+            print(format_label_table(report["test"]))
     return report
 
 
