@@ -26,7 +26,12 @@ CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
 def default_run_dir(task: str, model: str, clip: str, root: Path = Path("runs")) -> Path:
     """A new folder ``runs/<task>-<model>-<clip>-<YYYYmmdd-HHMMSS>`` (suffixed if taken)."""
     clip_part = re.sub(r"[^A-Za-z0-9.=_-]+", "_", clip)
-    base = root / f"{task}-{model}-{clip_part}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return timestamped_dir(f"{task}-{model}-{clip_part}", root)
+
+
+def timestamped_dir(prefix: str, root: Path = Path("runs")) -> Path:
+    """A folder ``<root>/<prefix>-<YYYYmmdd-HHMMSS>`` that does not exist yet (``-2``, ... if taken)."""
+    base = root / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, suffix = base, 1
     while candidate.exists():
         suffix += 1

@@ -27,7 +27,7 @@ from gradclip.app.commands.train import (
 )
 from gradclip.app.errors import UserError
 from gradclip.app.models import CELLS
-from gradclip.app.run_dir import json_safe
+from gradclip.app.run_dir import json_safe, timestamped_dir
 from gradclip.app.tasks import task_class
 
 DEFAULT_CLIPS = "none,norm:1.0,value:0.5,agc:0.01,autoclip:0.1,zclip"
@@ -118,7 +118,7 @@ def complete(args: argparse.Namespace) -> None:
     args.models = args.models or [args.model]
     args.lrs = args.lrs or [args.lr]
     args.seq_lens = args.seq_lens or [args.seq_len]
-    args.out = args.out or Path("runs") / f"compare-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.out = args.out or timestamped_dir(f"compare-{args.task}")
     if args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"--out {args.out} is not empty; choose a new folder")
     args.out.mkdir(parents=True, exist_ok=True)

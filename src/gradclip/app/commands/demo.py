@@ -13,7 +13,7 @@ from gradclip.app.clipping import clipper_from_spec
 from gradclip.app.commands import argtypes
 from gradclip.app.demo_plot import plot_demo
 from gradclip.app.errors import UserError
-from gradclip.app.run_dir import json_safe
+from gradclip.app.run_dir import json_safe, timestamped_dir
 
 TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hidden), "
          f"SGD lr {demo.LR} momentum {demo.MOMENTUM} ({demo.SCHEDULE} schedule: linear decay to 0 "
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in strategies:
         clipper_from_spec(spec)
     steps, seeds = (300, 1) if args.quick else (args.steps, args.seeds)
-    out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or timestamped_dir("demo")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty; choose a new folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from gradclip.app.commands.train import (
 )
 from gradclip.app.loop import Trainer
 from gradclip.app.monitoring import MonitoredClipper
-from gradclip.app.run_dir import json_safe
+from gradclip.app.run_dir import json_safe, timestamped_dir
 from gradclip.monitor import (
     GradientMonitor,
     GradientReport,
@@ -123,8 +122,7 @@ def measure(args: argparse.Namespace) -> tuple[Path, dict[str, Any], GradientPro
     """Train ``--steps`` steps with the monitor on every step; the run's summary and profile."""
     args.resume, args.epochs = None, None
     args.log_every, args.eval_every, args.checkpoint_every = 0, 0, 0
-    args.out = args.out or Path("runs") / (
-        f"profile-{args.task}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    args.out = args.out or timestamped_dir(f"profile-{args.task}-{args.model}")
     run_dir, config, task = prepare_new_run(args)
     trainer = Trainer(run_dir, config, task)
     profile = GradientProfile(generator=torch.Generator().manual_seed(args.seed))
