@@ -48,6 +48,7 @@ def can_fuse(optimizer: torch.optim.Optimizer, clipper: Clipper) -> bool:
     """True if ``clipper.clip_`` then ``optimizer.step()`` can run as one fused step."""
     return (
         type(clipper) is NormClip
+        and clipper.process_group is None  # the fused norm is this rank's alone
         and clipper.nonfinite != "error"
         and supports_fused_clip(optimizer)
     )

@@ -43,7 +43,12 @@ class AGC(Clipper):
     """
 
     def __init__(
-        self, clipping: float = 0.01, eps: float = 1e-3, *, nonfinite: str | None = None
+        self,
+        clipping: float = 0.01,
+        eps: float = 1e-3,
+        *,
+        nonfinite: str | None = None,
+        process_group: Any = None,
     ) -> None:
         if clipping is None:
             raise ValueError("clipping must be a positive finite number, got None")
@@ -51,17 +56,23 @@ class AGC(Clipper):
         self.clipping: float = options["clipping"]
         self.eps: float = options["eps"]
         self.nonfinite = check_policy(nonfinite)
+        self.process_group = process_group
 
     @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         defaults = {"clipping": self.clipping, "eps": self.eps}
         groups = param_groups(parameters, defaults, check_agc_options)
-        total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite)
+        total_norm = pre_clip_norm(
+            all_named_params(groups), self.nonfinite, process_group=self.process_group
+        )
         clipped = false_like(total_norm)
         for group in groups:
             if group.options["clipping"] is not None:
-                clipped = _clip_units_(group.named_params, **group.options, clipped=clipped)
-        clipped = any_on_any_rank(clipped, all_grads(groups))
+                clipped = _clip_units_(
+                    group.named_params, **group.options, clipped=clipped,
+                    process_group=self.process_group,
+                )
+        clipped = any_on_any_rank(clipped, all_grads(groups), self.process_group)
         skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
         return ClipStats(total_norm, None, clipped, skipped)
 
@@ -70,14 +81,19 @@ class AGC(Clipper):
 
 
 def _clip_units_(
-    named_params: list[NamedTensor], clipping: float, eps: float, clipped: Tensor
+    named_params: list[NamedTensor],
+    clipping: float,
+    eps: float,
+    clipped: Tensor,
+    process_group: Any = None,
 ) -> Tensor:
     """Scale each unit's gradient by its AGC coefficient; ``clipped`` or-ed with "some unit was"."""
     for _, param in named_params:
         if param.grad is not None:
             # Sharded (FSDP2) tensors: norms reduced over the shards, applied to the local shard.
-            unit_norms = unitwise_norm_of(param.grad)
-            coefficient = agc_coefficient(unit_norms, unitwise_norm_of(param), clipping, eps)
+            unit_norms = unitwise_norm_of(param.grad, process_group)
+            param_norms = unitwise_norm_of(param, process_group)
+            coefficient = agc_coefficient(unit_norms, param_norms, clipping, eps)
             local_tensor(param.grad).mul_(coefficient)
             clipped = clipped | (coefficient < 1).any().to(clipped.device)
     return clipped

@@ -63,11 +63,13 @@ class AutoClip(Clipper):
         history_length: int | None = None,
         *,
         nonfinite: str | None = None,
+        process_group: Any = None,
     ) -> None:
         options = check_autoclip_options(quantile, history_length)
         self.quantile: float = options["quantile"]
         self.history_length: int | None = options["history_length"]
         self.nonfinite = check_policy(nonfinite)
+        self.process_group = process_group
         self.history: Tensor | None = None  # NaN where no norm was recorded yet
         self.recorded: Tensor | None = None  # int64 count of finite norms ever recorded
         self.calls = 0  # clip_ calls, known on the host: bounds `recorded` without a sync
@@ -78,7 +80,7 @@ class AutoClip(Clipper):
         named = all_named_params(groups)
         self._prepare_history(grad_device(named))
         threshold = self.threshold()
-        total_norm = pre_clip_norm(named, self.nonfinite)
+        total_norm = pre_clip_norm(named, self.nonfinite, process_group=self.process_group)
         coefficient = clip_coefficient(threshold, total_norm)
         grads = all_grads(groups)
         scale_grads_(local_tensors(grads), coefficient, foreach=None)

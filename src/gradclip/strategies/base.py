@@ -39,6 +39,9 @@ class Clipper(ABC):
     """
 
     nonfinite: str
+    # The ranks holding shards of hand-sharded gradients (``process_group=``), or None:
+    # norms and flags are then all-reduced over it, so every rank decides alike.
+    process_group: Any = None
 
     @abstractmethod
     def clip_(self, parameters: ParamsLike) -> ClipStats:

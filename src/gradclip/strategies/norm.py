@@ -21,13 +21,16 @@ class NoClip(Clipper):
     The baseline every comparison needs, and a monitor when only the norm is wanted.
     """
 
-    def __init__(self, *, nonfinite: str | None = None) -> None:
+    def __init__(self, *, nonfinite: str | None = None, process_group: Any = None) -> None:
         self.nonfinite = check_policy(nonfinite)
+        self.process_group = process_group
 
     @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         groups = param_groups(parameters, {})
-        total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite)
+        total_norm = pre_clip_norm(
+            all_named_params(groups), self.nonfinite, process_group=self.process_group
+        )
         skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
         return ClipStats(total_norm, None, false_like(total_norm), skipped)
 
@@ -59,7 +62,12 @@ class NormClip(Clipper):
     """
 
     def __init__(
-        self, max_norm: float, norm_type: float | str = 2.0, *, nonfinite: str | None = None
+        self,
+        max_norm: float,
+        norm_type: float | str = 2.0,
+        *,
+        nonfinite: str | None = None,
+        process_group: Any = None,
     ) -> None:
         if max_norm is None:
             raise ValueError("max_norm must be a positive finite number, got None")
@@ -67,6 +75,7 @@ class NormClip(Clipper):
         self.max_norm: float = options["max_norm"]
         self.norm_type: float = options["norm_type"]
         self.nonfinite = check_policy(nonfinite)
+        self.process_group = process_group
 
     @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
@@ -75,7 +84,10 @@ class NormClip(Clipper):
         partitions = _partition(groups)
         if list(partitions) == [(self.max_norm, self.norm_type)]:
             named = partitions[(self.max_norm, self.norm_type)]
-            total_norm = clip_grad_norm_(named, self.max_norm, self.norm_type, nonfinite=self.nonfinite)
+            total_norm = clip_grad_norm_(
+                named, self.max_norm, self.norm_type, nonfinite=self.nonfinite,
+                process_group=self.process_group,
+            )
             clipped = clip_coefficient(self.max_norm, total_norm) < 1
             skipped = skipped_flag(self.nonfinite, total_norm)
         else:
@@ -86,11 +98,13 @@ class NormClip(Clipper):
     def _clip_partitions_(
         self, groups: list[ParamGroup], partitions: dict[tuple, list[NamedTensor]]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite, self.norm_type)
+        total_norm = pre_clip_norm(
+            all_named_params(groups), self.nonfinite, self.norm_type, self.process_group
+        )
         clipped = false_like(total_norm)
         for (max_norm, norm_type), named in partitions.items():
             if max_norm is not None:
-                norm = clip_grad_norm_(named, max_norm, norm_type)
+                norm = clip_grad_norm_(named, max_norm, norm_type, process_group=self.process_group)
                 clipped = clipped | (clip_coefficient(max_norm, norm) < 1).to(clipped.device)
         skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
         return total_norm, clipped, skipped

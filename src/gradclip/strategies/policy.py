@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -23,10 +25,15 @@ def named_grads_of(named_params: list[NamedTensor]) -> list[NamedTensor]:
     return [(name, p.grad) for name, p in named_params if p.grad is not None]
 
 
-def pre_clip_norm(named_params: list[NamedTensor], policy: str, norm_type: float = 2.0) -> Tensor:
-    """Global norm of the gradients before clipping; raises under ``"error"`` if non-finite."""
+def pre_clip_norm(
+    named_params: list[NamedTensor], policy: str, norm_type: float = 2.0, process_group: Any = None
+) -> Tensor:
+    """Global norm of the gradients before clipping; raises under ``"error"`` if non-finite.
+
+    ``process_group``: the gradients are this rank's shards; the norm is reduced over it.
+    """
     named = named_grads_of(named_params)
-    total_norm = get_total_norm([g for _, g in named], norm_type)
+    total_norm = get_total_norm([g for _, g in named], norm_type, process_group=process_group)
     if policy == "error" and named:
         raise_if_nonfinite(named, total_norm)
     return total_norm

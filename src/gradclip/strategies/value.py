@@ -79,6 +79,7 @@ class ValueClip(Clipper):
         min: float | None = None,
         max: float | None = None,
         nonfinite: str | None = None,
+        process_group: Any = None,
     ) -> None:
         options = check_value_options(clip_value, min, max)
         if value_range(options) is None:
@@ -87,12 +88,15 @@ class ValueClip(Clipper):
         self.min: float | None = options["min"]
         self.max: float | None = options["max"]
         self.nonfinite = check_policy(nonfinite)
+        self.process_group = process_group
 
     @_no_grad
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         defaults = {"clip_value": self.clip_value, "min": self.min, "max": self.max}
         groups = param_groups(parameters, defaults, check_value_options)
-        total_norm = pre_clip_norm(all_named_params(groups), self.nonfinite)
+        total_norm = pre_clip_norm(
+            all_named_params(groups), self.nonfinite, process_group=self.process_group
+        )
         clipped = false_like(total_norm)
         for group in groups:
             bounds = value_range(group.options)
@@ -101,7 +105,7 @@ class ValueClip(Clipper):
                 clipped = clipped | _outside(grads, *bounds).to(clipped.device)
                 clamp_grads_(grads, *bounds, foreach=None)
         # Sharded gradients: a shard that clipped makes the step clipped on every rank.
-        clipped = any_on_any_rank(clipped, all_grads(groups))
+        clipped = any_on_any_rank(clipped, all_grads(groups), self.process_group)
         skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
         return ClipStats(total_norm, self._threshold(total_norm), clipped, skipped)
 

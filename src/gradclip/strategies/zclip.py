@@ -67,6 +67,7 @@ class ZClip(Clipper):
         skip_update_on_spike: bool = False,
         *,
         nonfinite: str | None = None,
+        process_group: Any = None,
     ) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
@@ -87,6 +88,7 @@ class ZClip(Clipper):
             raise ValueError(f"skip_update_on_spike must be True or False, got {skip_update_on_spike!r}")
         self.skip_update_on_spike = skip_update_on_spike
         self.nonfinite = check_policy(nonfinite)
+        self.process_group = process_group
         self.state: dict[str, Tensor] = {}
         self.calls = 0
 
@@ -100,7 +102,7 @@ class ZClip(Clipper):
         groups = param_groups(parameters, {}, fixed=tuple(self.hyperparameters()))
         named = all_named_params(groups)
         self._prepare_state(grad_device(named))
-        total_norm = pre_clip_norm(named, self.nonfinite)
+        total_norm = pre_clip_norm(named, self.nonfinite, process_group=self.process_group)
         norm = total_norm.to(self.state["mean"])
         warming = ~self.state["initialized"]
         spike, spike_limit = self._spike(norm)
