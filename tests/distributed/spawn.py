@@ -24,10 +24,11 @@ def _entry(rank: int, scenario: Callable[[int, int], None], port: int) -> None:
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
-    try:
-        scenario(rank, WORLD_SIZE)
-    finally:
-        dist.destroy_process_group()
+    scenario(rank, WORLD_SIZE)
+    # Both ranks reach here before either tears the group down: a rank leaving while the
+    # other still talks to it makes gloo abort on a loaded machine.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def run_on_two_ranks(scenario: Callable[[int, int], None]) -> None:

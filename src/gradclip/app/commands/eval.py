@@ -11,10 +11,10 @@ import torch
 from gradclip.app import checkpoint as checkpoints
 from gradclip.app.cli import HelpFormatter
 from gradclip.app.errors import UserError
+from gradclip.app.metrics import format_label_table
 from gradclip.app.models import build_model
 from gradclip.app.optimization import resolve_device
-from gradclip.app.report import format_scores
-from gradclip.app.run_dir import read_config
+from gradclip.app.run_dir import json_safe, read_config
 from gradclip.app.tasks import load_task
 
 
@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         scores = task.evaluate_file(model, args.data, device)
     if args.json:
-        print(json.dumps(scores))
+        # strict JSON: a diverged model's NaN loss is written as the string "nan"
+        print(json.dumps(json_safe(scores), allow_nan=False))
     else:
-        print(f"{args.data} scored by {args.run_dir}:")
-        print("\n".join(format_scores(scores)))
+        print(f"{args.data} scored by {args.run_dir} ({scores.get('rows', '?')} rows):")
+        print(format_label_table(scores))
     return 0
