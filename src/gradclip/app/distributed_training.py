@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from gradclip.app import checkpoint as checkpoints
 from gradclip.app.clipping import clipper_from_spec
 from gradclip.app.errors import UserError
-from gradclip.app.loop import Counters, StepReport, Trainer
+from gradclip.app.loop import StepReport, Trainer
 from gradclip.app.optimization import build_optimizer, build_scheduler, resolve_device
 from gradclip.app.run_dir import CONFIG, SUMMARY, read_config, write_json
 from gradclip.app.tasks.base import Batch
@@ -235,17 +235,14 @@ class DistributedTrainer(Trainer):
                                                                          cpu_offload=True))
         return {"model": full, "optimizer": {"sharded": folder}, "sharded": folder}
 
-    def load(self, state: dict[str, Any]) -> None:
+    def load_weights(self, state: dict[str, Any]) -> None:
         if self.mode == "fsdp":
             self.load_sharded(state)
         else:
             self.model.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.clipper.load_state_dict(state["clipper"])
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.counters = Counters(**state["counters"])
+
+    def restore_rng(self, state: dict[str, Any]) -> None:
         rng_per_rank = state.get("rng_per_rank") or [state["rng"]]
         same_layout = len(rng_per_rank) == self.launch.world_size
         checkpoints.restore_rng_states(rng_per_rank[self.launch.rank if same_layout else 0])

@@ -289,13 +289,21 @@ class Trainer:
             write_json(self.run_dir / SUMMARY, self.summary(None))
 
     def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore everything a checkpoint holds, so the run continues bit-identically."""
+        self.load_weights(state)
         self.scheduler.load_state_dict(state["scheduler"])
         self.clipper.load_state_dict(state["clipper"])
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.counters = Counters(**state["counters"])
+        self.restore_rng(state)
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """Model and optimizer state (a distributed run reads its shards instead)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def restore_rng(self, state: dict[str, Any]) -> None:
         checkpoints.restore_rng_states(state["rng"])
 
 
