@@ -24,7 +24,7 @@ demo: $(VENV)/.app-installed
 	$(BIN)/gradclip demo
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples scripts
 
 test: $(VENV)/.dev-installed lint
 	$(BIN)/python -m pytest -q

@@ -16,8 +16,8 @@ from gradclip.app.errors import UserError
 from gradclip.app.run_dir import json_safe, timestamped_dir
 
 TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hidden), "
-         f"SGD lr {demo.LR} momentum {demo.MOMENTUM} ({demo.SCHEDULE} schedule: linear decay to 0 "
-         f"over the last 20% of the steps), batch {demo.BATCH}")
+         f"batch {demo.BATCH}\nSGD lr {demo.LR} momentum {demo.MOMENTUM}, {demo.SCHEDULE} "
+         "schedule (linear decay to 0 over the last 20% of the steps)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
