@@ -95,8 +95,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path, capsys, case):
+def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path, capsys, monkeypatch, case):
     argv, expected = BAD_INPUTS[case]
+    monkeypatch.chdir(tmp_path)
     corrupt = corrupt_run(tmp_path)
     argv = [arg.format(tmp=tmp_path, corrupt=corrupt) for arg in argv]
     code, _, stderr = run_cli(argv, capsys)
@@ -104,6 +105,7 @@ def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path, capsys, case):
     assert code == 2
     assert 1 <= len(lines) <= 3 and "Traceback" not in stderr
     assert "error:" in lines[0] and expected in lines[0]
+    assert not (tmp_path / "runs").exists(), "a refused command must not leave a run folder"
 
 
 def test_out_dir_holding_a_run_is_refused(tmp_path, capsys):

@@ -15,7 +15,7 @@ from gradclip.app.commands import argtypes
 from gradclip.app.errors import UserError
 from gradclip.app.loop import NONFINITE_POLICIES, Trainer
 from gradclip.app.models import CELLS
-from gradclip.app.optimization import AMP_MODES, OPTIMIZERS, SCHEDULES
+from gradclip.app.optimization import AMP_MODES, OPTIMIZERS, SCHEDULES, check_amp, resolve_device
 from gradclip.app.report import format_summary
 from gradclip.app.run_dir import CONFIG, default_run_dir, read_config, write_json
 from gradclip.app.tasks import TASKS, load_task, make_task
@@ -173,6 +173,7 @@ def new_config(args: argparse.Namespace, task: Any) -> dict[str, Any]:
 def prepare_new_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Any]:
     """Check the options, build the task, create the run directory and write config.json."""
     clipper_from_spec(args.clip)  # a bad spec fails before any data is read
+    check_amp(args.amp, resolve_device(args.device))  # ... and a bad device before any folder
     if args.task == "text" and args.data is None:
         raise UserError("--task text needs --data CSV (comment_text plus label columns)")
     run_dir = args.out or default_run_dir(args.task, args.model, args.clip)
