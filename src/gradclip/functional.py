@@ -273,7 +273,7 @@ def clip_grad_norm_per_tensor_(
     if needs_reduction(grads, process_group):
         norms = distributed_per_tensor_norms(grads, p, foreach, process_group)
     else:
-        norms = _per_tensor_norms_in_order(grads, p, foreach)
+        norms = per_tensor_norms_in_order(grads, p, foreach)
     grads = local_tensors(grads)
     result = torch.stack([n.to(grads[0].device) for n in norms])
     if policy == "error":
@@ -291,7 +291,8 @@ def clip_grad_norm_per_tensor_(
     return result
 
 
-def _per_tensor_norms_in_order(tensors: Sequence[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
+def per_tensor_norms_in_order(tensors: Sequence[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
+    """The p-norm of each tensor in input order (``per_tensor_norms`` gives torch's group order)."""
     norms: list[Tensor] = list(tensors)
     for device, group, indices in group_by_device_and_dtype(tensors):
         for index, norm in zip(indices, _group_norms(group, norm_type, device, foreach), strict=True):
