@@ -43,6 +43,14 @@ def unitwise_norm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
 
 
+def unitwise_norm_of(tensor: Tensor, process_group: Any = None) -> Tensor:
+    """``unitwise_norm`` of a possibly sharded tensor (FSDP2 DTensor, or ``process_group``
+    shards): reduced over the ranks where units are split (:mod:`gradclip.distributed`)."""
+    if needs_reduction([tensor], process_group):
+        return sharded_unitwise_norm(tensor, process_group)
+    return unitwise_norm(tensor)
+
+
 def agc_coefficient(grad_norm: Tensor, param_norm: Tensor, clipping: float | Tensor, eps: float) -> Tensor:
     """Per-unit factor: 1 where ``||G|| < clipping * max(||W||, eps)``, else the scale-down."""
     max_norm = clipping * torch.clamp(param_norm, min=eps)
@@ -79,13 +87,11 @@ def adaptive_clip_grad_(
     if not named:
         return torch.tensor(0.0)
     grads = [p.grad for _, p in named]
+    grad_norms = [unitwise_norm_of(g, process_group) for g in grads]
+    param_norms = [unitwise_norm_of(p, process_group) for _, p in named]
     if needs_reduction(grads, process_group):
-        grad_norms = [sharded_unitwise_norm(g, process_group) for g in grads]
-        param_norms = [sharded_unitwise_norm(p, process_group) for _, p in named]
         total_norm = get_total_norm(grads, process_group=process_group)
     else:
-        grad_norms = [unitwise_norm(g) for g in grads]
-        param_norms = [unitwise_norm(p) for _, p in named]
         device = grads[0].device
         total_norm = torch.stack([_squared_norm(n).to(device) for n in grad_norms]).sum().sqrt()
     named_grads = [(name, p.grad) for name, p in named]

@@ -249,13 +249,3 @@ def any_on_any_rank(flag: Tensor, tensors: Sequence[Tensor], process_group: Any 
     for group in groups:
         dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=group)
     return votes.bool()
-
-
-def unitwise_norm_of(tensor: Tensor, process_group: Any = None) -> Tensor:
-    """AGC's unit-wise norm: :func:`sharded_unitwise_norm` for a DTensor or with
-    ``process_group``, else :func:`gradclip.agc.unitwise_norm` (the single-process kernel)."""
-    if needs_reduction([tensor], process_group):
-        return sharded_unitwise_norm(tensor, process_group)
-    from gradclip.agc import unitwise_norm
-
-    return unitwise_norm(tensor)

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import Tensor
 
-from gradclip.agc import agc_coefficient
-from gradclip.distributed import any_on_any_rank, local_tensor, unitwise_norm_of
+from gradclip.agc import agc_coefficient, unitwise_norm_of
+from gradclip.distributed import any_on_any_rank, local_tensor
 from gradclip.functional import _no_grad
 from gradclip.nonfinite import check_policy
 from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number
