@@ -14,11 +14,11 @@ from gradclip.functional import (
 )
 from gradclip.monitor import GradientMonitor, GradientReport, Verdict, recommend_thresholds
 from gradclip.optim import ClippedOptimizer
+from gradclip.stats import ClipStats
 from gradclip.strategies import (
     AGC,
     AutoClip,
     Clipper,
-    ClipStats,
     NoClip,
     NormClip,
     ValueClip,

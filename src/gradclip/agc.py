@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from gradclip.distributed import local_tensor, needs_reduction, sharded_unitwise_norm
-from gradclip.functional import _no_grad, get_total_norm
+from gradclip.functional import get_total_norm
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import ParamsLike, check_positive_number, named_tensors
 
@@ -58,7 +58,7 @@ def agc_coefficient(grad_norm: Tensor, param_norm: Tensor, clipping: float | Ten
     return torch.where(grad_norm < max_norm, torch.ones_like(scale), scale)
 
 
-@_no_grad
+@torch.no_grad()
 def adaptive_clip_grad_(
     parameters: ParamsLike,
     clipping: float | Tensor,

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip._kernels import per_tensor_norms
+
 
 def _dtensor_type() -> type | None:
     # No DTensor can exist before its module is imported: looking in sys.modules spares every
@@ -144,8 +146,6 @@ def distributed_total_norm(
     process_group: Any = None,
 ) -> Tensor:
     """Global p-norm of (possibly sharded) ``tensors``, the same ordinary tensor on every rank."""
-    from gradclip.functional import per_tensor_norms
-
     device = local_tensor(tensors[0]).device
     contributions = []
     for groups, local in reduction_groups(tensors, process_group):
@@ -174,12 +174,10 @@ def distributed_per_tensor_norms(
     tensors: Sequence[Tensor], norm_type: float, foreach: bool | None, process_group: Any = None
 ) -> list[Tensor]:
     """The global norm of each (possibly sharded) tensor, in input order, one collective a group."""
-    from gradclip.functional import per_tensor_norms
-
     positions = {id(t): i for i, t in enumerate(local_tensors(tensors))}
     norms: list[Tensor] = [tensors[0]] * len(tensors)
     for groups, local in reduction_groups(tensors, process_group):
-        local_norms = torch.stack(per_tensor_norms(local, norm_type, foreach))
+        local_norms = torch.stack(per_tensor_norms(local, norm_type, foreach, input_order=True))
         wide = local_norms.to(torch.promote_types(local_norms.dtype, torch.float32))
         powers = wide if math.isinf(norm_type) else wide.pow(norm_type)
         reduced = all_reduce_contribution(powers, norm_type, groups)

@@ -21,19 +21,18 @@ References:
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils._foreach_utils import (
-    _device_has_foreach_support,
-    _group_tensors_by_device_and_dtype,
-    _has_foreach_support,
-)
 
+from gradclip._kernels import (
+    clamp_,
+    clip_coefficient,
+    per_tensor_norms,
+    scale_,
+)
 from gradclip.distributed import (
     distributed_per_tensor_norms,
     distributed_total_norm,
@@ -49,6 +48,7 @@ from gradclip.flat import (
 )
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
 from gradclip.parameters import (
+    NamedTensor,
     ParamsLike,
     check_norm_type,
     check_positive_number,
@@ -56,66 +56,8 @@ from gradclip.parameters import (
     named_tensors,
 )
 
-# torch adds this to the norm before dividing; matched for bit-identical coefficients.
-CLIP_EPS = 1e-6
 
-_F = TypeVar("_F", bound=Callable)
-
-
-def _no_grad(func: _F) -> _F:
-    """Run ``func`` under ``torch.no_grad()``: clipping is never part of the graph."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with torch.no_grad():
-            return func(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def group_by_device_and_dtype(
-    tensors: Sequence[Tensor],
-) -> list[tuple[torch.device, list[Tensor], list[int]]]:
-    """Tensors grouped by (device, dtype) in torch's order, with their input positions."""
-    if not tensors:  # torch's grouping kernel rejects an empty list
-        return []
-    grouped = _group_tensors_by_device_and_dtype([list(tensors)], with_indices=True)
-    return [(device, group, indices) for (device, _), ([group], indices) in grouped.items()]
-
-
-def use_foreach(tensors: Sequence[Tensor], device: torch.device, foreach: bool | None) -> bool:
-    """torch's rule: ``None`` picks foreach where supported; ``True`` insists or raises."""
-    if foreach is None:
-        return _has_foreach_support(list(tensors), device)
-    if foreach and not _device_has_foreach_support(device):
-        raise RuntimeError(
-            f"foreach=True was passed, but can't use the foreach API on {device.type} tensors"
-        )
-    return bool(foreach)
-
-
-def _group_norms(
-    group: Sequence[Tensor], norm_type: float, device: torch.device, foreach: bool | None
-) -> list[Tensor]:
-    if math.isinf(norm_type) and any(t.numel() == 0 for t in group):
-        # torch cannot take the inf norm of an empty tensor; it contributes 0 to the max.
-        nonempty = [t for t in group if t.numel() > 0]
-        norms = iter(_group_norms(nonempty, norm_type, device, foreach) if nonempty else [])
-        return [next(norms) if t.numel() > 0 else t.new_zeros(()) for t in group]
-    if use_foreach(group, device, foreach):
-        return list(torch._foreach_norm(group, norm_type))
-    return [torch.linalg.vector_norm(t, norm_type) for t in group]
-
-
-def per_tensor_norms(tensors: Sequence[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
-    """The p-norm of each tensor, in torch's (device, dtype) group order, foreach where possible."""
-    norms: list[Tensor] = []
-    for device, group, _ in group_by_device_and_dtype(tensors):
-        norms.extend(_group_norms(group, norm_type, device, foreach))
-    return norms
-
-
-@_no_grad
+@torch.no_grad()
 def get_total_norm(
     tensors: ParamsLike,
     norm_type: float | str = 2.0,
@@ -130,6 +72,20 @@ def get_total_norm(
     lives on the first tensor's device; ``norm_type`` is any p > 0 or ``inf``/``"inf"``.
     DTensors (FSDP2) and ``process_group=`` (tensors are this rank's shards) give the global
     norm as an ordinary tensor, equal on every rank (see :mod:`gradclip.distributed`).
+
+    Args:
+        tensors: tensors, one tensor, or ``(name, tensor)`` pairs.
+        norm_type: p, a number > 0, or ``inf`` / ``"inf"``.
+        error_if_nonfinite: raise if the norm is NaN or Inf (a host sync).
+        foreach: as in ``torch.nn.utils.get_total_norm``.
+        process_group: the ranks holding the other shards of ``tensors``, or ``None``.
+
+    Returns:
+        The 0-dim total norm.
+
+    Raises:
+        RuntimeError: ``error_if_nonfinite`` and the norm is not finite.
+        ValueError: ``norm_type`` is not a number > 0 or ``inf``.
     """
     p = check_norm_type(norm_type)
     # Flat gradient buffers (gradclip.flat) stand for the views they hold: O(1) kernels.
@@ -151,25 +107,45 @@ def get_total_norm(
     return total_norm
 
 
-def clip_coefficient(max_norm: float | Tensor, total_norm: Tensor) -> Tensor:
-    """``min(max_norm / (total_norm + 1e-6), 1)``, as a tensor on ``total_norm``'s device.
+def pre_clip_norm(
+    named_params: Sequence[NamedTensor],
+    policy: str,
+    norm_type: float = 2.0,
+    process_group: Any = None,
+) -> Tensor:
+    """Global norm of the gradients before clipping, with the ``"error"`` policy applied.
 
-    Written as ``reciprocal(total_norm + 1e-6) * max_norm``: that is how torch evaluates
-    ``float / tensor``, so the bits match torch for a float ``max_norm`` and stay the same
-    when ``max_norm`` is a tensor (an adaptive threshold).
+    Args:
+        named_params: ``(name, parameter)`` pairs made by
+            :func:`gradclip.parameters.named_tensors`; parameters without a gradient are
+            ignored.
+        policy: a checked non-finite policy (:func:`gradclip.nonfinite.check_policy`).
+        norm_type: p, a float > 0 or ``inf``.
+        process_group: the gradients are this rank's shards; the norm is reduced over it.
+
+    Returns:
+        The 0-dim total norm.
+
+    Raises:
+        RuntimeError: under ``"error"``, naming the first parameter whose gradient is not
+            finite.
     """
-    return torch.clamp(torch.reciprocal(total_norm + CLIP_EPS) * max_norm, max=1.0)
+    named = named_grads(named_params, checked=True)
+    total_norm = get_total_norm([g for _, g in named], norm_type, process_group=process_group)
+    if policy == "error" and named:
+        raise_if_nonfinite(named, total_norm)
+    return total_norm
 
 
 def scale_grads_(grads: Sequence[Tensor], coefficient: Tensor, foreach: bool | None) -> None:
-    """Multiply every gradient in place by a 0-dim ``coefficient`` (no host sync)."""
-    for device, group, _ in group_by_device_and_dtype(covering_buffers(grads) or grads):
-        coefficient_on_device = coefficient.to(device)
-        if use_foreach(group, device, foreach):
-            torch._foreach_mul_(group, coefficient_on_device)
-        else:
-            for grad in group:
-                grad.mul_(coefficient_on_device)
+    """Multiply every gradient in place by a 0-dim ``coefficient`` (no host sync).
+
+    Args:
+        grads: the gradients (local tensors); flat buffers they cover are scaled whole.
+        coefficient: the factor, a 0-dim tensor on any device.
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+    """
+    scale_(covering_buffers(grads) or grads, coefficient, foreach)
 
 
 def _check_max_norm(max_norm: float | Tensor) -> float | Tensor:
@@ -179,7 +155,7 @@ def _check_max_norm(max_norm: float | Tensor) -> float | Tensor:
     return check_positive_number(max_norm, "max_norm")
 
 
-@_no_grad
+@torch.no_grad()
 def clip_grads_with_norm_(
     parameters: ParamsLike,
     max_norm: float | Tensor,
@@ -189,6 +165,15 @@ def clip_grads_with_norm_(
     """Scale gradients by ``min(max_norm / (total_norm + 1e-6), 1)`` given a precomputed norm.
 
     Same as ``torch.nn.utils.clip_grads_with_norm_``; ``max_norm`` may also be a tensor.
+
+    Args:
+        parameters: parameters, one parameter, or ``named_parameters()`` pairs.
+        max_norm: the threshold, a positive float or a tensor.
+        total_norm: the norm to clip by (a float, a tensor, or torch's DTensor norm).
+        foreach: as in ``torch.nn.utils.clip_grads_with_norm_``.
+
+    Raises:
+        ValueError: a float ``max_norm`` that is not positive and finite.
     """
     max_norm = _check_max_norm(max_norm)
     parameters = reiterable(parameters)
@@ -202,7 +187,7 @@ def clip_grads_with_norm_(
     scale_grads_(grads, clip_coefficient(max_norm, total_norm), foreach)
 
 
-@_no_grad
+@torch.no_grad()
 def clip_grad_norm_(
     parameters: ParamsLike,
     max_norm: float | Tensor,
@@ -219,6 +204,23 @@ def clip_grad_norm_(
     the norm of all gradients viewed as one vector. Bit-identical to
     ``torch.nn.utils.clip_grad_norm_``; ``nonfinite`` chooses what a NaN/Inf norm does
     (``"propagate"``/``None``, ``"skip"``, ``"error"``: see :mod:`gradclip.nonfinite`).
+
+    Args:
+        parameters: parameters, one parameter, or ``named_parameters()`` pairs (errors then
+            name the parameter).
+        max_norm: the threshold, a positive float or a tensor (an adaptive threshold).
+        norm_type: p, a number > 0, or ``inf`` / ``"inf"``.
+        error_if_nonfinite: torch's flag: raise if the norm is not finite.
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+        nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
+        process_group: the ranks holding the other shards of the gradients, or ``None``.
+
+    Returns:
+        The 0-dim total norm before clipping.
+
+    Raises:
+        RuntimeError: a non-finite norm under ``error_if_nonfinite`` or ``nonfinite="error"``.
+        ValueError: a bad ``max_norm``, ``norm_type`` or ``nonfinite``.
 
     References:
         Pascanu, Mikolov & Bengio, 2013, "On the difficulty of training recurrent neural
@@ -245,7 +247,7 @@ def clip_grad_norm_(
     return total_norm
 
 
-@_no_grad
+@torch.no_grad()
 def clip_grad_norm_per_tensor_(
     parameters: ParamsLike,
     max_norm: float | Tensor,
@@ -262,6 +264,21 @@ def clip_grad_norm_per_tensor_(
     per-parameter mode does). Returns a 1-D tensor, one norm per gradient in order, on the
     first gradient's device. Under ``nonfinite="skip"`` one non-finite norm zeroes every
     gradient, as the whole step is to be skipped.
+
+    Args:
+        parameters: parameters, one parameter, or ``named_parameters()`` pairs.
+        max_norm: the threshold for each tensor, a positive float or a tensor.
+        norm_type: p, a number > 0, or ``inf`` / ``"inf"``.
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+        nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
+        process_group: the ranks holding the other shards of the gradients, or ``None``.
+
+    Returns:
+        The 1-D tensor of per-gradient norms before clipping.
+
+    Raises:
+        RuntimeError: a non-finite norm under ``nonfinite="error"``.
+        ValueError: a bad ``max_norm``, ``norm_type`` or ``nonfinite``.
     """
     policy = check_policy(nonfinite)
     max_norm = _check_max_norm(max_norm)
@@ -273,34 +290,18 @@ def clip_grad_norm_per_tensor_(
     if needs_reduction(grads, process_group):
         norms = distributed_per_tensor_norms(grads, p, foreach, process_group)
     else:
-        norms = per_tensor_norms_in_order(grads, p, foreach)
+        norms = per_tensor_norms(grads, p, foreach, input_order=True)
     grads = local_tensors(grads)
     result = torch.stack([n.to(grads[0].device) for n in norms])
     if policy == "error":
         raise_if_nonfinite(named, result.sum())
-    coefficients = clip_coefficient(max_norm, result).unbind()
-    for device, group, indices in group_by_device_and_dtype(grads):
-        group_coefficients = [coefficients[i].to(device) for i in indices]
-        if use_foreach(group, device, foreach):
-            torch._foreach_mul_(group, group_coefficients)
-        else:
-            for grad, coefficient in zip(group, group_coefficients, strict=True):
-                grad.mul_(coefficient)
+    scale_(grads, clip_coefficient(max_norm, result).unbind(), foreach)
     if policy == "skip":
         zero_grads_if_(grads, is_nonfinite(result).any())
     return result
 
 
-def per_tensor_norms_in_order(tensors: Sequence[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
-    """The p-norm of each tensor in input order (``per_tensor_norms`` gives torch's group order)."""
-    norms: list[Tensor] = list(tensors)
-    for device, group, indices in group_by_device_and_dtype(tensors):
-        for index, norm in zip(indices, _group_norms(group, norm_type, device, foreach), strict=True):
-            norms[index] = norm
-    return norms
-
-
-@_no_grad
+@torch.no_grad()
 def clip_grad_value_(
     parameters: ParamsLike,
     clip_value: float,
@@ -310,6 +311,14 @@ def clip_grad_value_(
 
     Same as ``torch.nn.utils.clip_grad_value_`` (returns ``None``). Zero-element gradients,
     on which torch's foreach path fails, are skipped: there is nothing in them to clip.
+
+    Args:
+        parameters: parameters, one parameter, or ``named_parameters()`` pairs.
+        clip_value: the largest magnitude kept, a number >= 0.
+        foreach: as in ``torch.nn.utils.clip_grad_value_``.
+
+    Raises:
+        ValueError: ``clip_value`` is negative or not finite.
     """
     clip_value = check_positive_number(clip_value, "clip_value", allow_zero=True)
     parameters = reiterable(parameters)
@@ -321,16 +330,16 @@ def clip_grad_value_(
 def clamp_grads_(
     grads: Sequence[Tensor], low: float | Tensor, high: float | Tensor, foreach: bool | None
 ) -> None:
-    """Clamp every gradient element into ``[low, high]`` in place (torch's kernel order)."""
+    """Clamp every gradient element into ``[low, high]`` in place (torch's kernel order).
+
+    Args:
+        grads: the gradients (local, none with zero elements).
+        low: the smallest value kept.
+        high: the largest value kept.
+        foreach: as in ``torch.nn.utils.clip_grad_value_``.
+    """
     buffers = whole_flat_buffers(grads)
     if buffers is not None:  # gradclip.flat: one pass per buffer, same numbers as min then max
-        for buffer in buffers:
-            buffer.clamp_(min=low, max=high)
-        return
-    for device, group, _ in group_by_device_and_dtype(grads):
-        if use_foreach(group, device, foreach):
-            torch._foreach_clamp_min_(group, low)
-            torch._foreach_clamp_max_(group, high)
-        else:
-            for grad in group:
-                grad.clamp_(min=low, max=high)
+        clamp_(buffers, low, high, foreach=False)
+    else:
+        clamp_(grads, low, high, foreach)

@@ -27,9 +27,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from gradclip.functional import CLIP_EPS, get_total_norm
-from gradclip.nonfinite import is_nonfinite
-from gradclip.strategies.base import Clipper, ClipStats
+from gradclip._kernels import CLIP_EPS
+from gradclip.functional import get_total_norm
+from gradclip.nonfinite import skipped_flag
+from gradclip.stats import ClipStats
+from gradclip.strategies.base import Clipper
 from gradclip.strategies.norm import NormClip
 
 CLIP_OPTIONS = ("max_norm", "norm_type", "clip_value", "clipping")
@@ -112,8 +114,7 @@ def fused_clip_step(
             closure()
     grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
     total_norm, grad_scale = norm_clip_grad_scale(grads, clipper.max_norm, clipper.norm_type)
-    skip = is_nonfinite(total_norm) if clipper.nonfinite == "skip" else None
-    step_with_grad_scale(optimizer, grad_scale, skip)
-    skipped = skip if skip is not None else torch.zeros((), dtype=torch.bool, device=total_norm.device)
+    skipped = skipped_flag(clipper.nonfinite, total_norm)
+    step_with_grad_scale(optimizer, grad_scale, skipped if clipper.nonfinite == "skip" else None)
     threshold = torch.full((), clipper.max_norm, device=total_norm.device)
     return ClipStats(total_norm, threshold, grad_scale > 1, skipped)

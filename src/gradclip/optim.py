@@ -9,7 +9,9 @@ import torch
 from torch import Tensor
 
 from gradclip.fused import can_fuse, fused_clip_step
-from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.nonfinite import must_skip
+from gradclip.stats import ClipStats
+from gradclip.strategies.base import Clipper
 from gradclip.strategies.spec import from_spec
 
 
@@ -82,11 +84,22 @@ class ClippedOptimizer(torch.optim.Optimizer):
         return self.last_stats
 
     def must_skip(self, stats: ClipStats) -> bool:
-        """Whether this step must not reach the optimizer (reads ``stats.skipped`` under "skip")."""
-        return self.clipper.nonfinite == "skip" and bool(stats.skipped)
+        """Whether this step must not reach the optimizer (reads ``stats.skipped`` under "skip").
+
+        Args:
+            stats: what the clipper returned for this step.
+
+        Returns:
+            :func:`gradclip.nonfinite.must_skip` for the clipper's policy.
+        """
+        return must_skip(self.clipper.nonfinite, stats.skipped)
 
     def step_optimizer(self, stats: ClipStats) -> None:
-        """Step the wrapped optimizer unless ``stats`` say the step is skipped."""
+        """Step the wrapped optimizer unless ``stats`` say the step is skipped; count skips.
+
+        Args:
+            stats: what the clipper returned for this step.
+        """
         if self.must_skip(stats):
             self.skipped_steps += 1
             return
@@ -102,8 +115,7 @@ class ClippedOptimizer(torch.optim.Optimizer):
             # gradclip.fused: NormClip rides in a fused optimizer's grad_scale (one read pass),
             # "skip" in its found_inf; the skip is still counted (the same one sync).
             self.last_stats = fused_clip_step(self.optimizer, self.clipper)
-            if self.clipper.nonfinite == "skip" and bool(self.last_stats.skipped):
-                self.skipped_steps += 1
+            self.skipped_steps += int(self.must_skip(self.last_stats))
             return loss
         self.step_optimizer(self.clip_())
         return loss

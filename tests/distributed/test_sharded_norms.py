@@ -93,6 +93,19 @@ def check_process_group_and_mixed_meshes(rank, world_size):
     torch.testing.assert_close(gradclip.get_total_norm(grads), expected, rtol=1e-6, atol=0)
 
 
+def check_per_tensor_norms_of_mixed_dtype_shards_follow_the_input_order(rank, world_size):
+    dtypes = [torch.float32, torch.float64, torch.float32, torch.float16]
+    fulls = [torch.full((2 * world_size,), float(i + 1), dtype=d) for i, d in enumerate(dtypes)]
+    shards = []
+    for full in fulls:
+        shard = torch.nn.Parameter(torch.zeros(2, dtype=full.dtype))
+        shard.grad = full.chunk(world_size)[rank].clone()
+        shards.append(shard)
+    norms = gradclip.clip_grad_norm_per_tensor_(shards, 100.0, process_group=dist.group.WORLD)
+    expected = torch.stack([full.double().norm() for full in fulls])
+    torch.testing.assert_close(norms.double(), expected, rtol=1e-3, atol=0)
+
+
 def check_nan_on_one_rank_makes_every_rank_skip(rank, world_size):
     for norm_type in NORM_TYPES:
         model, _ = fsdp_and_reference(rank, world_size)
@@ -114,6 +127,10 @@ def test_fsdp2_value_per_tensor_and_agc_clipping_match_a_single_process():
 
 def test_process_group_and_mixed_meshes_give_the_global_norm():
     run_on_two_ranks(check_process_group_and_mixed_meshes)
+
+
+def test_per_tensor_norms_of_mixed_dtype_shards_belong_to_their_own_tensors():
+    run_on_two_ranks(check_per_tensor_norms_of_mixed_dtype_shards_follow_the_input_order)
 
 
 def test_a_nan_on_one_rank_makes_every_rank_skip():

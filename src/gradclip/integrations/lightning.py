@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
-from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.nonfinite import must_skip
+from gradclip.stats import ClipStats
+from gradclip.strategies.base import Clipper
 from gradclip.strategies.spec import from_spec
 
 CHECKPOINT_KEY = "gradclip_clipper"
@@ -64,18 +66,13 @@ def clip_optimizer_gradients_(
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats = clipper.clip_(params)
-    skipped = was_skipped(clipper, stats)
+    skipped = must_skip(clipper.nonfinite, stats.skipped)
     if skipped:
         for param in params:
             param.grad = None  # torch optimizers skip parameters without a gradient
     if log:
         module.log_dict(stats_to_log(stats), on_step=True, on_epoch=False)
     return stats, skipped
-
-
-def was_skipped(clipper: Clipper, stats: ClipStats) -> bool:
-    """Whether the step is skipped: reads ``stats.skipped`` on the host, under "skip" only."""
-    return clipper.nonfinite == "skip" and bool(stats.skipped)
 
 
 def stats_to_log(stats: ClipStats, prefix: str = "grad/") -> dict[str, torch.Tensor]:

@@ -32,7 +32,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from gradclip.functional import _no_grad
 from gradclip.monitor.hidden import TimeProfiles
 from gradclip.monitor.report import GradientReport
 from gradclip.monitor.statistics import (
@@ -45,7 +44,7 @@ from gradclip.monitor.statistics import (
 )
 from gradclip.monitor.verdicts import VerdictRules
 from gradclip.parameters import ParamsLike, named_tensors
-from gradclip.strategies.base import ClipStats
+from gradclip.stats import ClipStats
 
 
 class GradientMonitor:
@@ -126,7 +125,7 @@ class GradientMonitor:
         """
         self.profiles.watch(name, states, time_dim)
 
-    @_no_grad
+    @torch.no_grad()
     def step(self, stats: ClipStats | None = None) -> GradientReport | None:
         """Record this step's gradients; on every ``every``-th call, return a report.
 
@@ -154,7 +153,7 @@ class GradientMonitor:
         self.profiles.recording = self._reports_at(self.steps + 1)
         return report
 
-    @_no_grad
+    @torch.no_grad()
     def report(self) -> GradientReport | None:
         """A report on the latest ``step()`` now, whatever ``every`` says (``None`` before any).
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gradclip.functional import per_tensor_norms_in_order
+from gradclip._kernels import per_tensor_norms
 
 
 def module_path(parameter_name: str) -> str:
@@ -29,7 +29,7 @@ def parameter_grad_norms(parameters: Sequence[Tensor], device: torch.device) -> 
     One ``torch._foreach_norm`` per (device, dtype) group, stacked on ``device``.
     """
     present = [p.grad for p in parameters if p.grad is not None]
-    norms = iter(per_tensor_norms_in_order(present, 2.0, None)) if present else iter(())
+    norms = iter(per_tensor_norms(present, 2.0, None, input_order=True))
     zero = torch.zeros((), device=device)
     return torch.stack([
         next(norms).to(device=device, dtype=torch.float32) if p.grad is not None else zero

@@ -1,8 +1,9 @@
 """Stateful clipping strategies behind one protocol: ``clip_(parameters) -> ClipStats``."""
 
+from gradclip.stats import ClipStats
 from gradclip.strategies.agc import AGC
 from gradclip.strategies.autoclip import AutoClip
-from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.base import Clipper
 from gradclip.strategies.norm import NoClip, NormClip
 from gradclip.strategies.spec import describe_specs, from_spec, spec_string
 from gradclip.strategies.value import ValueClip

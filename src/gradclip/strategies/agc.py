@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from gradclip.agc import agc_coefficient, unitwise_norm_of
 from gradclip.distributed import any_on_any_rank, local_tensor
-from gradclip.functional import _no_grad
-from gradclip.nonfinite import check_policy
+from gradclip.functional import pre_clip_norm
+from gradclip.nonfinite import check_policy, false_like, zero_if_skipped_
 from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
-from gradclip.strategies.policy import false_like, pre_clip_norm, zero_if_skipped_
 
 
 def check_agc_options(clipping: float | None, eps: float) -> dict[str, Any]:
@@ -58,7 +58,7 @@ class AGC(Clipper):
         self.nonfinite = check_policy(nonfinite)
         self.process_group = process_group
 
-    @_no_grad
+    @torch.no_grad()
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         defaults = {"clipping": self.clipping, "eps": self.eps}
         groups = param_groups(parameters, defaults, check_agc_options)

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip._kernels import clip_coefficient
 from gradclip.distributed import local_tensors
-from gradclip.functional import _no_grad, clip_coefficient, scale_grads_
-from gradclip.nonfinite import check_policy
+from gradclip.functional import pre_clip_norm, scale_grads_
+from gradclip.nonfinite import check_policy, zero_if_skipped_
 from gradclip.parameters import NamedTensor, ParamsLike
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
-from gradclip.strategies.policy import pre_clip_norm, zero_if_skipped_
 
 # First allocation of an unbounded history; it doubles when full.
 INITIAL_CAPACITY = 1024
@@ -74,7 +74,7 @@ class AutoClip(Clipper):
         self.recorded: Tensor | None = None  # int64 count of finite norms ever recorded
         self.calls = 0  # clip_ calls, known on the host: bounds `recorded` without a sync
 
-    @_no_grad
+    @torch.no_grad()
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=("quantile", "history_length"))
         named = all_named_params(groups)

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
-
 from gradclip.parameters import ParamsLike
+from gradclip.stats import ClipStats
 
-
-@dataclass(frozen=True)
-class ClipStats:
-    """What one ``clip_`` call saw and did; every field stays on the device (no host sync).
-
-    Attributes:
-        total_norm: global gradient norm *before* clipping (0-dim tensor).
-        threshold: the norm (or value) limit applied this step, or ``None`` where no limit
-            applies (``NoClip``; ZClip's warm-up without ``max_grad_norm``).
-        clipped: 0-dim bool tensor, whether this step changed any gradient.
-        skipped: 0-dim bool tensor, whether the gradient was non-finite under the ``"skip"``
-            policy (gradients zeroed; the optimizer step should be skipped).
-    """
-
-    total_norm: Tensor
-    threshold: Tensor | None
-    clipped: Tensor
-    skipped: Tensor
+__all__ = ["ClipStats", "Clipper", "describe"]
 
 
 class Clipper(ABC):

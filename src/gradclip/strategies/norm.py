@@ -7,12 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.functional import _no_grad, clip_coefficient, clip_grad_norm_
-from gradclip.nonfinite import check_policy
+from gradclip._kernels import clip_coefficient
+from gradclip.functional import clip_grad_norm_, pre_clip_norm
+from gradclip.nonfinite import check_policy, false_like, skipped_flag, zero_if_skipped_
 from gradclip.parameters import NamedTensor, ParamsLike, check_norm_type, check_positive_number
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import ParamGroup, all_grads, all_named_params, param_groups
-from gradclip.strategies.policy import false_like, pre_clip_norm, skipped_flag, zero_if_skipped_
 
 
 class NoClip(Clipper):
@@ -25,7 +25,7 @@ class NoClip(Clipper):
         self.nonfinite = check_policy(nonfinite)
         self.process_group = process_group
 
-    @_no_grad
+    @torch.no_grad()
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         groups = param_groups(parameters, {})
         total_norm = pre_clip_norm(
@@ -77,7 +77,7 @@ class NormClip(Clipper):
         self.nonfinite = check_policy(nonfinite)
         self.process_group = process_group
 
-    @_no_grad
+    @torch.no_grad()
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         defaults = {"max_norm": self.max_norm, "norm_type": self.norm_type}
         groups = param_groups(parameters, defaults, check_norm_options)

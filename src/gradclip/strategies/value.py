@@ -9,12 +9,11 @@ import torch
 from torch import Tensor
 
 from gradclip.distributed import any_on_any_rank, local_tensors
-from gradclip.functional import _no_grad, clamp_grads_
-from gradclip.nonfinite import check_policy
+from gradclip.functional import clamp_grads_, pre_clip_norm
+from gradclip.nonfinite import check_policy, false_like, zero_if_skipped_
 from gradclip.parameters import ParamsLike, check_positive_number
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
-from gradclip.strategies.policy import false_like, pre_clip_norm, zero_if_skipped_
 
 
 def check_value_options(
@@ -90,7 +89,7 @@ class ValueClip(Clipper):
         self.nonfinite = check_policy(nonfinite)
         self.process_group = process_group
 
-    @_no_grad
+    @torch.no_grad()
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         defaults = {"clip_value": self.clip_value, "min": self.min, "max": self.max}
         groups = param_groups(parameters, defaults, check_value_options)

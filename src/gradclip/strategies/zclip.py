@@ -8,14 +8,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip._kernels import CLIP_EPS, clip_coefficient
 from gradclip.distributed import local_tensors
-from gradclip.functional import CLIP_EPS, _no_grad, clip_coefficient, scale_grads_
-from gradclip.nonfinite import check_policy
+from gradclip.functional import pre_clip_norm, scale_grads_
+from gradclip.nonfinite import check_policy, zero_if_skipped_
 from gradclip.parameters import ParamsLike, check_positive_number
 from gradclip.strategies.autoclip import grad_device
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
-from gradclip.strategies.policy import pre_clip_norm, zero_if_skipped_
 
 MODES = ("zscore", "percentile")
 CLIP_OPTIONS = ("adaptive_scaling", "mean")
@@ -97,7 +97,7 @@ class ZClip(Clipper):
         """Norms collected before the EMA starts (the reference initialises after >= 1)."""
         return max(self.warmup_steps, 1)
 
-    @_no_grad
+    @torch.no_grad()
     def clip_(self, parameters: ParamsLike) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=tuple(self.hyperparameters()))
         named = all_named_params(groups)

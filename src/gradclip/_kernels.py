@@ -1,0 +1,222 @@
+"""The kernels every layer shares: grouping, the foreach choice, norms, scale, clamp.
+
+Tensors are grouped once by (device, dtype), then each group takes torch's ``foreach`` fast
+path (one kernel call for the whole group) or a per-tensor loop, by torch's own rule. The
+clip coefficient is computed here too, the way torch computes it, so that every op built on
+these kernels is bit-identical to ``torch.nn.utils``.
+
+This is the only module that imports torch's private ``torch.utils._foreach_utils`` (the
+helpers ``torch.nn.utils.clip_grad`` uses). If a torch release moves them, the pure-Python
+versions below take over (``TORCH_FOREACH_UTILS is None``): the same rules, and the same
+groups in order of first appearance, where torch's C++ grouping orders groups by a hash.
+With one or two (device, dtype) groups -- every model that is not mixing three dtypes --
+the results are bit-identical either way; with three or more, the total norm may differ
+from torch's in the last bit (the per-group norms are added in another order).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+TORCH_FOREACH_UTILS: ModuleType | None
+try:
+    from torch.utils import _foreach_utils as TORCH_FOREACH_UTILS
+except ImportError:  # torch moved its private helpers: the pure-Python versions serve
+    TORCH_FOREACH_UTILS = None
+
+# torch adds this to the norm before dividing; matched for bit-identical coefficients.
+CLIP_EPS = 1e-6
+
+# Devices with foreach kernels, as torch.utils._foreach_utils lists them (CPU included); its
+# PrivateUse1 backend would need another private call to name, so the fallback leaves it out.
+FOREACH_DEVICE_TYPES = ("cpu", "cuda", "xpu", "mtia")
+
+Group = tuple[torch.device, list[Tensor], list[int]]
+
+
+def group_by_device_and_dtype(tensors: Sequence[Tensor]) -> list[Group]:
+    """Tensors grouped by (device, dtype), each group with its tensors' input positions.
+
+    Args:
+        tensors: the tensors to group (any devices and dtypes).
+
+    Returns:
+        ``(device, group, indices)`` triples, in torch's group order (see the module
+        docstring for the fallback's order); ``group[k]`` is ``tensors[indices[k]]``.
+    """
+    if not tensors:  # torch's grouping kernel rejects an empty list
+        return []
+    if TORCH_FOREACH_UTILS is None:
+        return _group_in_order_of_appearance(tensors)
+    grouped = TORCH_FOREACH_UTILS._group_tensors_by_device_and_dtype(
+        [list(tensors)], with_indices=True
+    )
+    return [(device, group, indices) for (device, _), ([group], indices) in grouped.items()]
+
+
+def _group_in_order_of_appearance(tensors: Sequence[Tensor]) -> list[Group]:
+    groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[int]]] = {}
+    for index, tensor in enumerate(tensors):
+        group, indices = groups.setdefault((tensor.device, tensor.dtype), ([], []))
+        group.append(tensor)
+        indices.append(index)
+    return [(device, group, indices) for (device, _), (group, indices) in groups.items()]
+
+
+def device_has_foreach_support(device: torch.device) -> bool:
+    """Whether ``device`` has foreach kernels (torch's rule, also when torch's helper moved).
+
+    Args:
+        device: a device.
+
+    Returns:
+        ``True`` on CPU, CUDA and the other devices torch lists, outside TorchScript.
+    """
+    if TORCH_FOREACH_UTILS is not None:
+        return TORCH_FOREACH_UTILS._device_has_foreach_support(device)
+    return device.type in FOREACH_DEVICE_TYPES and not torch.jit.is_scripting()
+
+
+def has_foreach_support(tensors: Sequence[Tensor], device: torch.device) -> bool:
+    """Whether the foreach kernels take ``tensors``: a capable device, plain tensors only.
+
+    Args:
+        tensors: one (device, dtype) group.
+        device: the group's device.
+
+    Returns:
+        ``True`` where ``foreach=None`` picks the foreach kernels.
+    """
+    if TORCH_FOREACH_UTILS is not None:
+        return TORCH_FOREACH_UTILS._has_foreach_support(list(tensors), device)
+    # Subclasses (Parameter, DTensor) take the per-tensor path, as in torch.
+    return device_has_foreach_support(device) and all(
+        t is None or type(t) is Tensor for t in tensors
+    )
+
+
+def use_foreach(tensors: Sequence[Tensor], device: torch.device, foreach: bool | None) -> bool:
+    """torch's rule for one group: ``None`` picks foreach where supported; ``True`` insists.
+
+    Args:
+        tensors: one (device, dtype) group.
+        device: the group's device.
+        foreach: the caller's choice (``None``: decide).
+
+    Returns:
+        Whether to run the group's foreach kernel.
+
+    Raises:
+        RuntimeError: ``foreach=True`` on a device without foreach kernels (torch's error).
+    """
+    if foreach is None:
+        return has_foreach_support(tensors, device)
+    if foreach and not device_has_foreach_support(device):
+        raise RuntimeError(
+            f"foreach=True was passed, but can't use the foreach API on {device.type} tensors"
+        )
+    return bool(foreach)
+
+
+def _group_norms(
+    group: Sequence[Tensor], norm_type: float, device: torch.device, foreach: bool | None
+) -> list[Tensor]:
+    """The p-norm of each tensor of one (device, dtype) group, in the group's order."""
+    if math.isinf(norm_type) and any(t.numel() == 0 for t in group):
+        # torch cannot take the inf norm of an empty tensor; it contributes 0 to the max.
+        nonempty = [t for t in group if t.numel() > 0]
+        norms = iter(_group_norms(nonempty, norm_type, device, foreach) if nonempty else [])
+        return [next(norms) if t.numel() > 0 else t.new_zeros(()) for t in group]
+    if use_foreach(group, device, foreach):
+        return list(torch._foreach_norm(group, norm_type))
+    return [torch.linalg.vector_norm(t, norm_type) for t in group]
+
+
+def per_tensor_norms(
+    tensors: Sequence[Tensor], norm_type: float, foreach: bool | None, *, input_order: bool = False
+) -> list[Tensor]:
+    """The p-norm of each tensor, one foreach kernel per (device, dtype) group where possible.
+
+    Args:
+        tensors: the tensors (any devices and dtypes).
+        norm_type: p, a float > 0 or ``inf``.
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+        input_order: give ``norms[i]`` for ``tensors[i]``; by default the norms come in
+            torch's group order, the order in which torch stacks them for the total norm.
+
+    Returns:
+        One 0-dim norm per tensor, on its tensor's device.
+    """
+    norms: list[Tensor] = list(tensors) if input_order else []
+    for device, group, indices in group_by_device_and_dtype(tensors):
+        group_norms = _group_norms(group, norm_type, device, foreach)
+        if not input_order:
+            norms.extend(group_norms)
+            continue
+        for index, norm in zip(indices, group_norms, strict=True):
+            norms[index] = norm
+    return norms
+
+
+def clip_coefficient(max_norm: float | Tensor, total_norm: Tensor) -> Tensor:
+    """``min(max_norm / (total_norm + 1e-6), 1)``, as a tensor on ``total_norm``'s device.
+
+    Written as ``reciprocal(total_norm + 1e-6) * max_norm``: that is how torch evaluates
+    ``float / tensor``, so the bits match torch for a float ``max_norm`` and stay the same
+    when ``max_norm`` is a tensor (an adaptive threshold).
+
+    Args:
+        max_norm: the threshold, a float or a tensor.
+        total_norm: the norm (0-dim, or one per tensor).
+
+    Returns:
+        The factor the gradients are multiplied by, at most 1.
+    """
+    return torch.clamp(torch.reciprocal(total_norm + CLIP_EPS) * max_norm, max=1.0)
+
+
+def scale_(
+    tensors: Sequence[Tensor], coefficients: Tensor | Sequence[Tensor], foreach: bool | None
+) -> None:
+    """Multiply every tensor in place by its coefficient, without a host sync.
+
+    Args:
+        tensors: the tensors to scale.
+        coefficients: one 0-dim tensor for all, or one 0-dim tensor per tensor, in order.
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+    """
+    for device, group, indices in group_by_device_and_dtype(tensors):
+        if isinstance(coefficients, Tensor):
+            factors: Tensor | list[Tensor] = coefficients.to(device)
+        else:
+            factors = [coefficients[i].to(device) for i in indices]
+        if use_foreach(group, device, foreach):
+            torch._foreach_mul_(group, factors)
+        else:
+            for k, tensor in enumerate(group):
+                tensor.mul_(factors if isinstance(factors, Tensor) else factors[k])
+
+
+def clamp_(
+    tensors: Sequence[Tensor], low: float | Tensor, high: float | Tensor, foreach: bool | None
+) -> None:
+    """Clamp every element into ``[low, high]`` in place, in torch's kernel order.
+
+    Args:
+        tensors: the tensors to clamp (no zero-element tensors: torch's foreach path fails).
+        low: the smallest value kept.
+        high: the largest value kept.
+        foreach: as in ``torch.nn.utils.clip_grad_value_``.
+    """
+    for device, group, _ in group_by_device_and_dtype(tensors):
+        if use_foreach(group, device, foreach):
+            torch._foreach_clamp_min_(group, low)
+            torch._foreach_clamp_max_(group, high)
+        else:
+            for tensor in group:
+                tensor.clamp_(min=low, max=high)
