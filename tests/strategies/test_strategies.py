@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradclip
-from sync_guard import HostSyncRecorder, forbid_host_sync
+from tests.contracts.sync_guard import HostSyncRecorder, forbid_host_sync
 
 SPECS = [
     "none", "norm:1.0", "norm:max_norm=0.5,norm_type=inf", "norm:1.0,norm_type=1",

@@ -14,7 +14,7 @@ from torch import nn
 
 import gradclip
 from gradclip.fused import fused_clip_step
-from sync_guard import forbid_host_sync
+from tests.contracts.sync_guard import forbid_host_sync
 
 
 def make_model(flat: bool) -> nn.Module:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SECTION = Path(__file__).resolve().parents[1] / "docs" / "readme" / "strategies.md"
+SECTION = Path(__file__).resolve().parents[2] / "docs" / "readme" / "strategies.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", SECTION.read_text(encoding="utf-8"), re.S)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gradclip
-from sync_guard import forbid_host_sync
+from tests.contracts.sync_guard import forbid_host_sync
 
 
 def make_model(seed=0):

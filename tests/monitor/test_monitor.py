@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gradclip import ClipStats, GradientMonitor
-from sync_guard import forbid_host_sync
+from tests.contracts.sync_guard import forbid_host_sync
 
 
 def two_layer_model() -> nn.Sequential:
