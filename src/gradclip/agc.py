@@ -37,6 +37,12 @@ def unitwise_norm(x: Tensor) -> Tensor:
 
     Scalars and vectors (``x.squeeze().ndim <= 1``) are one unit; otherwise a unit is a slice
     along dim 0 (an output channel) and the norm reduces all other dims.
+
+    Args:
+        x: a weight or its gradient, in torch's ``(out, in, ...)`` layout.
+
+    Returns:
+        A 0-dim norm (one unit), or the ``(out, 1, ..., 1)`` norms of the rows.
     """
     if x.squeeze().ndim <= 1:
         return torch.linalg.vector_norm(x)
@@ -45,14 +51,32 @@ def unitwise_norm(x: Tensor) -> Tensor:
 
 def unitwise_norm_of(tensor: Tensor, process_group: Any = None) -> Tensor:
     """``unitwise_norm`` of a possibly sharded tensor (FSDP2 DTensor, or ``process_group``
-    shards): reduced over the ranks where units are split (:mod:`gradclip.distributed`)."""
+    shards): reduced over the ranks where units are split (:mod:`gradclip.distributed`).
+
+    Args:
+        tensor: a weight or gradient, ordinary or a DTensor.
+        process_group: the ranks holding the other dim-0 shards of an ordinary tensor.
+
+    Returns:
+        The unit norms, shaped to broadcast against this rank's local shard.
+    """
     if needs_reduction([tensor], process_group):
         return sharded_unitwise_norm(tensor, process_group)
     return unitwise_norm(tensor)
 
 
 def agc_coefficient(grad_norm: Tensor, param_norm: Tensor, clipping: float | Tensor, eps: float) -> Tensor:
-    """Per-unit factor: 1 where ``||G|| < clipping * max(||W||, eps)``, else the scale-down."""
+    """Per-unit factor: 1 where ``||G|| < clipping * max(||W||, eps)``, else the scale-down.
+
+    Args:
+        grad_norm: the gradient's unit norms.
+        param_norm: the weight's unit norms (same shape).
+        clipping: the largest allowed ratio ``||G_i|| / max(||W_i||, eps)``.
+        eps: the smallest weight norm a unit is measured against.
+
+    Returns:
+        ``clipping * max(||W||, eps) / max(||G||, 1e-6)`` where that is exceeded, else 1.
+    """
     max_norm = clipping * torch.clamp(param_norm, min=eps)
     scale = max_norm / torch.clamp(grad_norm, min=AGC_DIV_EPS)
     return torch.where(grad_norm < max_norm, torch.ones_like(scale), scale)
@@ -74,6 +98,21 @@ def adaptive_clip_grad_(
     computed from the unit norms already needed, so it costs no extra pass. Sharded
     parameters (FSDP2 DTensors, or ``process_group=`` for hand-made dim-0 shards) keep row
     units local and reduce whole-tensor units (see :mod:`gradclip.distributed`).
+
+    Args:
+        parameters: parameters, one parameter, or ``named_parameters()`` pairs.
+        clipping: the largest ratio of unit gradient norm to unit weight norm (> 0; a
+            tensor is used as is).
+        eps: the smallest weight norm a unit is measured against (>= 0).
+        nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
+        process_group: the ranks holding the other dim-0 shards, or ``None``.
+
+    Returns:
+        The 0-dim global L2 norm of the gradients before clipping.
+
+    Raises:
+        ValueError: a bad ``clipping``, ``eps`` or ``nonfinite``.
+        RuntimeError: a non-finite gradient under ``nonfinite="error"``.
 
     References:
         Brock et al., 2021, "High-Performance Large-Scale Image Recognition Without

@@ -140,8 +140,17 @@ def flatten_grads_(
     not require a gradient, empty, sparse or sharded (DTensor) ones, and duplicates, are
     left out. Current gradients are copied into
     the buffer; missing ones become zeros. Calling it again re-flattens: the old buffers of
-    these parameters stop being used. Returns the buffers, in (device, dtype) order of first
-    appearance.
+    these parameters stop being used.
+
+    Args:
+        model_or_params: a module, or parameters as the clipping ops accept them.
+        exact_norm: take norms per gradient (torch's bits) rather than one per buffer.
+
+    Returns:
+        The buffers, in (device, dtype) order of first appearance.
+
+    Raises:
+        TypeError: ``model_or_params`` is neither a module nor parameters.
     """
     if isinstance(model_or_params, nn.Module):
         model_or_params = model_or_params.parameters()

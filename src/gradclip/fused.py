@@ -38,7 +38,15 @@ CLIP_OPTIONS = ("max_norm", "norm_type", "clip_value", "clipping")
 
 
 def supports_fused_clip(optimizer: torch.optim.Optimizer) -> bool:
-    """True if every param group of ``optimizer`` steps with a fused kernel taking ``grad_scale``."""
+    """True if every param group of ``optimizer`` steps with a fused kernel taking ``grad_scale``.
+
+    Args:
+        optimizer: any torch optimizer.
+
+    Returns:
+        Whether it is fused (``fused=True``) with AMP-scaling support, and no group carries
+        clip options of its own.
+    """
     groups = optimizer.param_groups
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(
         group.get("fused") and not any(option in group for option in CLIP_OPTIONS)
@@ -47,7 +55,16 @@ def supports_fused_clip(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def can_fuse(optimizer: torch.optim.Optimizer, clipper: Clipper) -> bool:
-    """True if ``clipper.clip_`` then ``optimizer.step()`` can run as one fused step."""
+    """True if ``clipper.clip_`` then ``optimizer.step()`` can run as one fused step.
+
+    Args:
+        optimizer: any torch optimizer.
+        clipper: any clipper.
+
+    Returns:
+        Whether ``clipper`` is a local ``NormClip`` outside the ``"error"`` policy and
+        ``optimizer`` supports the fused clip.
+    """
     return (
         type(clipper) is NormClip
         and clipper.process_group is None  # the fused norm is this rank's alone
@@ -63,6 +80,11 @@ def step_with_grad_scale(
 
     ``skip`` (0-dim bool) skips the step on the device. An AMP ``grad_scale``/``found_inf``
     already on the optimizer (set by ``GradScaler.step``) is combined with these.
+
+    Args:
+        optimizer: a fused optimizer (:func:`supports_fused_clip`).
+        grad_scale: the 0-dim divisor of every gradient.
+        skip: a 0-dim bool tensor that skips the step where true, or ``None``.
     """
     amp_scale = getattr(optimizer, "grad_scale", None)
     amp_found_inf = getattr(optimizer, "found_inf", None)
@@ -93,6 +115,14 @@ def norm_clip_grad_scale(
     ``grad_scale = max((||g||_p + 1e-6) / max_norm, 1)``: the fused kernel divides by it,
     so it is the reciprocal of torch's ``min(max_norm / (||g||_p + 1e-6), 1)``. The only
     pass over the gradients is the norm (one reduction per flat buffer).
+
+    Args:
+        grads: the gradients (``None`` entries are ignored).
+        max_norm: the threshold.
+        norm_type: p, a number > 0 or ``inf``.
+
+    Returns:
+        ``(total_norm, grad_scale)``, both 0-dim tensors.
     """
     total_norm = get_total_norm([g for g in grads if g is not None], norm_type)
     return total_norm, torch.clamp((total_norm + CLIP_EPS) / max_norm, min=1.0)
@@ -106,8 +136,15 @@ def fused_clip_step(
     """Clip the gradients of ``optimizer``'s parameters by ``clipper`` inside its fused step.
 
     Same effect as ``clipper.clip_(params); optimizer.step()`` (see the module docstring);
-    call only where :func:`can_fuse` holds (so the policy is never ``"error"``). Returns the
-    ``ClipStats`` that ``clip_`` would return.
+    call only where :func:`can_fuse` holds (so the policy is never ``"error"``).
+
+    Args:
+        optimizer: a fused optimizer.
+        clipper: the ``NormClip`` whose threshold and policy apply.
+        closure: run first with grad enabled, as ``optimizer.step(closure)`` would.
+
+    Returns:
+        The ``ClipStats`` that ``clip_`` would return.
     """
     if closure is not None:
         with torch.enable_grad():

@@ -50,7 +50,18 @@ def _lightning() -> Any:
 
 
 def as_clipper(clipper: Clipper | str) -> Clipper:
-    """A clipper, or the one a spec string names."""
+    """A clipper, or the one a spec string names.
+
+    Args:
+        clipper: a clipper or a spec string.
+
+    Returns:
+        The clipper.
+
+    Raises:
+        TypeError: anything else.
+        ValueError: a bad spec string.
+    """
     clipper = from_spec(clipper) if isinstance(clipper, str) else clipper
     if not isinstance(clipper, Clipper):
         raise TypeError(f"clipper must be a gradclip Clipper or a spec string, got {clipper!r}")
@@ -62,7 +73,14 @@ def clip_optimizer_gradients_(
 ) -> tuple[ClipStats, bool]:
     """Clip every gradient ``optimizer`` will apply; on a skipped step, drop them all; log.
 
-    Returns the stats and whether the step was skipped.
+    Args:
+        module: the ``LightningModule`` whose ``log_dict`` gets the stats.
+        optimizer: the optimizer about to step.
+        clipper: the strategy.
+        log: whether to log the stats.
+
+    Returns:
+        The stats and whether the step was skipped.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats = clipper.clip_(params)
@@ -76,7 +94,15 @@ def clip_optimizer_gradients_(
 
 
 def stats_to_log(stats: ClipStats, prefix: str = "grad/") -> dict[str, torch.Tensor]:
-    """The stats as loggable float tensors (still on the device)."""
+    """The stats as loggable float tensors (still on the device).
+
+    Args:
+        stats: what a clipper returned.
+        prefix: put before every key.
+
+    Returns:
+        ``{prefix + field: float tensor}``; no threshold key where it is ``None``.
+    """
     logged = {
         f"{prefix}total_norm": stats.total_norm.float(),
         f"{prefix}clipped": stats.clipped.float(),

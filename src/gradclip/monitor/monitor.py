@@ -131,6 +131,12 @@ class GradientMonitor:
 
         Call after ``backward()`` (and after clipping, with its ``ClipStats``), before
         ``optimizer.step()``. Never synchronises with the host.
+
+        Args:
+            stats: the clipper's stats for this step, or ``None`` (raw gradients).
+
+        Returns:
+            A report on reporting steps, else ``None``.
         """
         self.steps += 1
         norms = parameter_grad_norms(self._parameters, self._device)

@@ -73,10 +73,22 @@ def recommend_thresholds(norms: Sequence[float] | Tensor,
                          autoclip_quantile: float = 0.1) -> Recommendation:
     """Thresholds from observed unclipped global norms (and optionally ``|g|`` samples).
 
-    ``element_count``: the number of gradient elements, to cap the value threshold at
-    ``norm_threshold / sqrt(element_count)`` (see the module docstring).
-
     Non-finite norms are left out (and counted); at least one finite norm is needed.
+
+    Args:
+        norms: the global gradient norms observed before clipping.
+        element_magnitudes: samples of ``|g|`` for a value threshold, or ``None``.
+        percentile: the norm percentile recommended for ``norm:`` (0 < q < 100).
+        value_percentile: the ``|g|`` percentile recommended for ``value:``.
+        element_count: the number of gradient elements, to cap the value threshold at
+            ``norm_threshold / sqrt(element_count)`` (see the module docstring).
+        autoclip_quantile: the quantile of the ``autoclip:`` recommendation.
+
+    Returns:
+        The thresholds and the specs that apply them.
+
+    Raises:
+        ValueError: a percentile outside (0, 100), or no finite norm.
     """
     q = _check_percentile(percentile, "percentile")
     value_q = _check_percentile(value_percentile, "value_percentile")

@@ -26,14 +26,32 @@ class Clipper(ABC):
 
     @abstractmethod
     def clip_(self, parameters: ParamsLike) -> ClipStats:
-        """Clip the gradients of ``parameters`` in place and report what happened."""
+        """Clip the gradients of ``parameters`` in place and report what happened.
+
+        Args:
+            parameters: parameters, one parameter, ``named_parameters()`` pairs, or
+                optimizer-style groups (:mod:`gradclip.strategies.groups`).
+
+        Returns:
+            What this step saw and did, on the device.
+
+        Raises:
+            RuntimeError: a non-finite gradient under ``nonfinite="error"``.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """State that must survive a checkpoint (history, EMAs); stateless strategies: ``{}``."""
         return {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+        """Restore what ``state_dict`` returned.
+
+        Args:
+            state_dict: the output of ``state_dict()`` (possibly from a checkpoint).
+
+        Raises:
+            ValueError: a non-empty state for a strategy that keeps none.
+        """
         if state_dict:
             raise ValueError(
                 f"{type(self).__name__} keeps no state, got a state dict with {sorted(state_dict)}"
@@ -48,6 +66,14 @@ class Clipper(ABC):
 
 
 def describe(clipper: Clipper, hyperparameters: dict[str, Any]) -> str:
-    """``Name(key=value, ...)``: the constructor call that rebuilds ``clipper``."""
+    """``Name(key=value, ...)``: the constructor call that rebuilds ``clipper``.
+
+    Args:
+        clipper: any clipper.
+        hyperparameters: its constructor keywords.
+
+    Returns:
+        The call, as text.
+    """
     arguments = ", ".join(f"{key}={value!r}" for key, value in hyperparameters.items())
     return f"{type(clipper).__name__}({arguments})"

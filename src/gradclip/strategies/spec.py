@@ -71,8 +71,16 @@ for _, _parsers in STRATEGIES.values():
 def from_spec(spec: str) -> Clipper:
     """The clipper a spec string names: ``from_spec("norm:1.0")`` is ``NormClip(max_norm=1.0)``.
 
-    Raises ``ValueError`` for an unknown strategy or keyword, an unparsable or out-of-range
-    value, or an empty string; the message lists every strategy and its parameters.
+    Args:
+        spec: ``"name"``, ``"name:value"`` or ``"name:key=value,..."`` (a bare first value
+            sets the first parameter); ``describe_specs()`` lists them.
+
+    Returns:
+        A new clipper.
+
+    Raises:
+        ValueError: an unknown strategy or keyword, an unparsable or out-of-range value, or
+            an empty string; the message lists every strategy and its parameters.
     """
     try:
         cls, kwargs = _parse(spec)
@@ -128,7 +136,17 @@ def describe_specs() -> str:
 
 
 def spec_string(clipper: Clipper) -> str:
-    """The spec string that rebuilds ``clipper``: ``from_spec(spec_string(c))`` equals ``c``."""
+    """The spec string that rebuilds ``clipper``: ``from_spec(spec_string(c))`` equals ``c``.
+
+    Args:
+        clipper: a strategy that ``from_spec`` can build.
+
+    Returns:
+        Its spec with every hyper-parameter (``nonfinite`` unless it is ``"propagate"``).
+
+    Raises:
+        ValueError: a clipper of a class no spec names.
+    """
     for name, (cls, _) in STRATEGIES.items():
         if type(clipper) is cls:
             values = dict(clipper.hyperparameters())
