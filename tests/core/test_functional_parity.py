@@ -10,37 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradclip
+from tests.core.torch_parity import assert_grads_equal, clone_params, make_params
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 NORM_TYPES = [0.5, 1.0, 1.5, 2.0, 3.0, math.inf]
-
-
-def make_params(shapes, dtypes, seed, scale=1.0, with_grad=None):
-    generator = torch.Generator().manual_seed(seed)
-    params = []
-    for index, (shape, dtype) in enumerate(zip(shapes, dtypes, strict=True)):
-        p = torch.nn.Parameter(torch.randn(shape, generator=generator).to(dtype))
-        if with_grad is None or with_grad[index]:
-            p.grad = (torch.randn(shape, generator=generator) * scale).to(dtype)
-        params.append(p)
-    return params
-
-
-def clone_params(params):
-    clones = []
-    for p in params:
-        q = torch.nn.Parameter(p.detach().clone())
-        q.grad = None if p.grad is None else p.grad.clone()
-        clones.append(q)
-    return clones
-
-
-def assert_grads_equal(ours, theirs):
-    for p, q in zip(ours, theirs, strict=True):
-        assert (p.grad is None) == (q.grad is None)
-        if p.grad is not None:
-            assert p.grad.dtype == q.grad.dtype
-            assert torch.equal(p.grad, q.grad), (p.grad, q.grad)
 
 
 shape_strategy = st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple)

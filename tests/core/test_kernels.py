@@ -18,6 +18,7 @@ import torch
 
 import gradclip
 from gradclip import _kernels
+from tests.core.torch_parity import assert_grads_equal, clone_params, make_params
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "gradclip"
 PRIVATE_HELPERS = "torch.utils._foreach_utils"
@@ -54,30 +55,9 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
-def params_with_grads(dtypes, seed=0, scale=3.0):
-    generator = torch.Generator().manual_seed(seed)
-    params = []
-    for index, dtype in enumerate(dtypes):
-        shape = (index + 2, 3)
-        p = torch.nn.Parameter(torch.randn(shape, generator=generator).to(dtype))
-        p.grad = (torch.randn(shape, generator=generator) * scale).to(dtype)
-        params.append(p)
-    return params
-
-
-def clones(params):
-    copies = []
-    for p in params:
-        q = torch.nn.Parameter(p.detach().clone())
-        q.grad = p.grad.clone()
-        copies.append(q)
-    return copies
-
-
-def assert_same_grads(ours, theirs):
-    for p, q in zip(ours, theirs, strict=True):
-        assert p.grad.dtype == q.grad.dtype
-        assert torch.equal(p.grad, q.grad), (p.grad, q.grad)
+def params_with_grads(dtypes):
+    shapes = [(index + 2, 3) for index in range(len(dtypes))]
+    return make_params(shapes, dtypes, seed=0, scale=3.0)
 
 
 def test_kernels_is_the_only_module_that_imports_torchs_private_foreach_helpers():
@@ -100,34 +80,34 @@ def test_kernels_fall_back_to_python_when_torchs_private_helpers_cannot_be_impor
 @pytest.mark.parametrize("norm_type", NORM_TYPES)
 def test_fallback_clip_grad_norm_equals_torch_bit_for_bit(python_kernels, norm_type, foreach, dtypes):
     ours = params_with_grads(dtypes)
-    theirs = clones(ours)
+    theirs = clone_params(ours)
     our_norm = gradclip.clip_grad_norm_(ours, 1.0, norm_type, foreach=foreach)
     their_norm = torch.nn.utils.clip_grad_norm_(theirs, 1.0, norm_type, foreach=foreach)
     assert our_norm.dtype == their_norm.dtype
     assert torch.equal(our_norm, their_norm)
-    assert_same_grads(ours, theirs)
+    assert_grads_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("foreach", [None, False, True])
 def test_fallback_clip_grad_value_equals_torch_bit_for_bit(python_kernels, foreach):
     ours = params_with_grads(DTYPE_MIXES[1])
-    theirs = clones(ours)
+    theirs = clone_params(ours)
     gradclip.clip_grad_value_(ours, 0.5, foreach=foreach)
     torch.nn.utils.clip_grad_value_(theirs, 0.5, foreach=foreach)
-    assert_same_grads(ours, theirs)
+    assert_grads_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("norm_type", NORM_TYPES)
 def test_fallback_per_tensor_clip_equals_the_clip_with_torchs_helpers(norm_type):
     dtypes = [torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.float32]
     with_helpers = params_with_grads(dtypes)
-    without = clones(with_helpers)
+    without = clone_params(with_helpers)
     norms_with = gradclip.clip_grad_norm_per_tensor_(with_helpers, 1.0, norm_type)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_kernels, "TORCH_FOREACH_UTILS", None)
         norms_without = gradclip.clip_grad_norm_per_tensor_(without, 1.0, norm_type)
     assert torch.equal(norms_with, norms_without)
-    assert_same_grads(with_helpers, without)
+    assert_grads_equal(with_helpers, without)
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "xpu", "meta", "mps"])
