@@ -25,17 +25,17 @@ ADDING = ["--task", "adding", "--seq-len", "8", "--hidden-size", "16", "--batch-
 # Crash the run hard (as SIGKILL would) on every rank right before optimizer step CRASH_AT.
 CRASHING_LAUNCHER = """
 import os, sys
-from gradclip.app import distributed_training
 from gradclip.app.cli import main
+from gradclip.app.training.trainer import Trainer
 
-train_one_step = distributed_training.DistributedTrainer.train_one_step
+train_one_step = Trainer.train_one_step
 
-def crash_before(self):
+def crash_before(self, monitor=None):
     if self.counters.step == int(os.environ["CRASH_AT"]):
         os._exit(9)
-    return train_one_step(self)
+    return train_one_step(self, monitor)
 
-distributed_training.DistributedTrainer.train_one_step = crash_before
+Trainer.train_one_step = crash_before
 raise SystemExit(main(sys.argv[1:]))
 """
 
@@ -75,7 +75,12 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
-    torchrun(*ADDING, "--steps", "30", "--out", str(run_dir), "--distributed", "ddp")
+    scratch = tmp_path_factory.mktemp("scratch")
+    torchrun(*ADDING, "--steps", "30", "--out", str(run_dir), "--distributed", "ddp",
+             TMPDIR=str(scratch))
+    # the ranks other than 0 write nothing: no scratch run folder anywhere
+    assert not list(scratch.glob("gradclip*"))
+    assert sorted(path.name for path in run_dir.parent.iterdir()) == ["run"]
     return run_dir
 
 

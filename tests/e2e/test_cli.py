@@ -66,11 +66,13 @@ def test_help_states_each_option_and_its_default(capsys):
     assert "(default: norm:1.0)" in stdout and "(default: sgd)" in stdout
 
 
+OLD_RUN = Path(__file__).parents[1] / "app" / "training" / "fixtures" / "run-written-by-0.1.0"
+
+
 def corrupt_run(tmp_path: Path) -> Path:
     run_dir = tmp_path / "corrupt"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"task": {"name": "adding"}, "model": {},
-                                                     "train": {}}))
+    (run_dir / "config.json").write_text((OLD_RUN / "config.json").read_text())
     (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     return run_dir
 

@@ -69,7 +69,7 @@ def test_profile_rejects_a_percentile_of_100_with_one_line(tmp_path, capsys):
 
 
 def test_thresholds_come_from_the_steps_before_the_norm_diverged():
-    from gradclip.app.commands.profile import before_divergence
+    from gradclip.app.experiments.profile import before_divergence
 
     assert before_divergence([1.0, 2.0, 0.5, 40.0, 45.0, 1e4, float("nan")]) == 5
     assert before_divergence([1.0, float("inf"), 1.0]) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradclip.app.checkpoint import CHECKPOINT
+from gradclip.app.training.checkpoint import CHECKPOINT
 
 # dropout (global RNG), a stateful clipper (AutoClip's history) and Adam state all must survive
 TRAIN = ["train", "--task", "adding", "--seq-len", "10", "--model", "gru", "--layers", "2",

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from gradclip.app.commands import COMMANDS
-from gradclip.app.errors import UserError
-from gradclip.app.loop import TrainingError
+from gradclip.app.commands.options import HelpFormatter
+from gradclip.app.errors import Interrupted, TrainingError, UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -24,16 +24,6 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n"
                      f"hint: run '{self.prog} --help' for the options and their defaults\n")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default and keeps the hand-made line breaks of descriptions."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        # defaults of None/False are explained in the help text itself, or mean "off"
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser() -> ArgumentParser:
@@ -61,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error), UserError.exit_code)
     except TrainingError as error:
         return fail(str(error), 1)
+    except Interrupted as error:
+        return fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except BrokenPipeError:

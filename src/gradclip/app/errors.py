@@ -12,3 +12,15 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite gradient under ``nonfinite="error"``); exit 1."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after a final checkpoint; exit 128 + the signal."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number

@@ -10,7 +10,7 @@ Padding never reaches the result:
 
 This gives the outputs of ``pack_padded_sequence`` (to float rounding) without its backward,
 which is slow on CPU in torch 2.13 (mostly ``aten::fill_``); the README gives the measured
-figures (``examples/bench_variable_length.py``).
+figures (``benchmarks/variable_length.py``).
 """
 
 from __future__ import annotations

@@ -11,102 +11,54 @@ run), ``results.json``, and the figures ``losses.png``, ``grad_norms.png``, ``la
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
 from pathlib import Path
 
-from gradclip.app import comparison
-from gradclip.app.cli import HelpFormatter
-from gradclip.app.clipping import check_spec
-from gradclip.app.commands import argtypes
-from gradclip.app.commands.train import (
-    add_model_options,
-    add_optimization_options,
-    add_task_options,
-)
+from gradclip.app.commands import options
 from gradclip.app.errors import UserError
-from gradclip.app.models import CELLS
-from gradclip.app.run_dir import json_safe, timestamped_dir
+from gradclip.app.experiments import compare as comparison
 from gradclip.app.tasks import task_class
+from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
+from gradclip.app.training.runs import NewRun
 
 DEFAULT_CLIPS = "none,norm:1.0,value:0.5,agc:0.01,autoclip:0.1,zclip"
 DEFAULT_STEPS = 1000
 
 
-def comma_list(kind: type, name: str):
-    """argparse type: a comma-separated list of ``kind`` values, each checked."""
-    def parse(text: str) -> list:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {name}")
-        return [kind(item) for item in items]
-    return parse
-
-
-def model_name(text: str) -> str:
-    if text not in CELLS:
-        raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from "
-                                         f"{', '.join(CELLS)}")
-    return text
-
-
-def clip_list(text: str) -> list[str]:
-    """Specs separated by commas; a comma inside ``name:key=value,key=value`` stays in it."""
-    specs: list[str] = []
-    for part in (item.strip() for item in text.split(",")):
-        if not part:
-            continue
-        if specs and "=" in part and ":" not in part:
-            specs[-1] += "," + part
-        else:
-            specs.append(part)
-    if not specs:
-        raise argparse.ArgumentTypeError("expected comma-separated clip specs")
-    for spec in specs:
-        try:
-            check_spec(spec)
-        except UserError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    return specs
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare", help="train the same task under several clipping specs and seeds, report",
-        formatter_class=HelpFormatter, description=__doc__.split("\n")[0] + (
+        formatter_class=options.HelpFormatter, description=__doc__.split("\n")[0] + (
             "\n\nexample:\n  gradclip compare --task adding --seq-len 10 --model rnn --lr 0.15 "
             f"--clips {DEFAULT_CLIPS} --seeds 3 --out runs/compare"))
-    add_task_options(parser)
-    add_model_options(parser)
-    add_optimization_options(parser)
+    options.add_task_options(parser)
+    options.add_model_options(parser)
+    options.add_optimization_options(parser, steps_help="optimizer steps per run")
     group = parser.add_argument_group("comparison")
-    group.add_argument("--clips", type=clip_list, default=DEFAULT_CLIPS,
+    group.add_argument("--clips", type=options.clip_list, default=DEFAULT_CLIPS,
                        help="comma-separated clipping specs to compare")
-    group.add_argument("--seeds", type=argtypes.positive_int, default=3,
+    group.add_argument("--seeds", type=options.positive_int, default=3,
                        help="seeds per setting: --seed, --seed + 1, ...")
-    group.add_argument("--seed", type=int, default=0, help="first seed")
-    group.add_argument("--seq-lens", type=comma_list(argtypes.positive_int, "lengths"),
+    options.add_seed_option(group, "first seed")
+    group.add_argument("--seq-lens", type=options.comma_list(options.positive_int, "lengths"),
                        default=None, help="comma-separated sequence lengths (default: --seq-len)")
-    group.add_argument("--lrs", type=comma_list(argtypes.positive_float, "learning rates"),
+    group.add_argument("--lrs", type=options.comma_list(options.learning_rate, "learning rates"),
                        default=None, help="comma-separated learning rates (default: --lr)")
-    group.add_argument("--models", type=comma_list(model_name, "models"), default=None,
+    group.add_argument("--models", type=options.comma_list(options.model_name, "models"), default=None,
                        help="comma-separated models, e.g. rnn,lstm (default: --model)")
-    group.add_argument("--jobs", type=argtypes.positive_int, default=min(2, os.cpu_count() or 1),
+    group.add_argument("--jobs", type=options.positive_int, default=min(2, os.cpu_count() or 1),
                        help="runs trained in parallel processes")
     group.add_argument("--out", type=Path, default=None,
                        help="output folder (default: runs/compare-<task>-<time>)")
-    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    group.add_argument("--threads", type=argtypes.positive_int, default=1,
-                       help="CPU threads per run")
-    group.add_argument("--log-every", type=argtypes.nonnegative_int, default=50,
+    options.add_device_options(group, device="cpu")
+    group.add_argument("--log-every", type=options.nonnegative_int, default=50,
                        help="per-layer norms and monitor report every N steps (0: never)")
-    group.add_argument("--eval-every", type=argtypes.nonnegative_int, default=0,
+    group.add_argument("--eval-every", type=options.nonnegative_int, default=0,
                        help="score the validation set every N steps (0: only at the end)")
     parser.set_defaults(run=run, steps=DEFAULT_STEPS)
-    for action in parser._actions:
-        if action.dest == "steps":
-            action.help = "optimizer steps per run"
 
 
 def complete(args: argparse.Namespace) -> None:
@@ -121,7 +73,7 @@ def complete(args: argparse.Namespace) -> None:
     args.out = args.out or timestamped_dir(f"compare-{args.task}")
     if args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"--out {args.out} is not empty; choose a new folder")
-    args.out.mkdir(parents=True, exist_ok=True)
+    make_folder(args.out)
 
 
 def varying(args: argparse.Namespace) -> list[str]:
@@ -132,28 +84,39 @@ def varying(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     complete(args)
-    settings = comparison.grid(args)
+    settings = comparison.grid(args.models, args.seq_lens, args.lrs, args.clips)
     seeds = list(range(args.seed, args.seed + args.seeds))
     metric = task_class(args.task).metric_name
     print(f"{len(settings)} settings x {len(seeds)} seeds = {len(settings) * len(seeds)} runs "
           f"of {args.steps} steps, {args.jobs} at a time; output in {args.out}", flush=True)
     started = time.perf_counter()
-    grouped = comparison.run_grid(args, settings, seeds, args.jobs)
+    points = [(setting, point_run(args, setting, seed)) for setting in settings
+              for seed in seeds]
+    grouped = comparison.run_grid(points, settings, args.jobs)
     rows = [comparison.row(s, results, metric) for s, results in grouped.items()]
     labels = varying(args)
     table = comparison.markdown_table(rows, metric, labels)
     elapsed = time.perf_counter() - started
     figures = write_figures(args, grouped, labels)
     write_report(args, table, figures, elapsed, metric)
-    (args.out / "results.json").write_text(json.dumps(json_safe(
+    write_text(args.out / "results.json", json.dumps(json_safe(
         [{**r, "setting": r["setting"].__dict__} for r in rows]), indent=2) + "\n")
     print(f"\n{table}\n\nwrote {args.out / 'report.md'} and {len(figures)} figures "
           f"in {elapsed:.0f} s")
     return 0
 
 
+def point_run(args: argparse.Namespace, setting: comparison.Setting, seed: int) -> NewRun:
+    """The ``gradclip train`` run of one grid point, in ``--out/runs/<setting>-seed<k>``."""
+    one = copy.copy(args)
+    one.model, one.seq_len, one.lr, one.clip, one.seed = (
+        setting.model, setting.seq_len, setting.lr, setting.clip, seed)
+    one.out = args.out / "runs" / setting.folder(seed)
+    return options.new_run(one, checkpoint_every=0)
+
+
 def write_figures(args: argparse.Namespace, grouped: dict, labels: list[str]) -> list[Path]:
-    from gradclip.app.plots import plot_compare
+    from gradclip.app.experiments.plots import plot_compare
 
     return plot_compare(args.out, grouped, labels)
 
@@ -181,4 +144,4 @@ def write_report(args: argparse.Namespace, table: str, figures: list[Path], elap
         "",
     ]
     lines += [f"![{path.stem}]({path.name})" for path in figures]
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(args.out / "report.md", "\n".join(lines) + "\n")

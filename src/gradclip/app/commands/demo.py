@@ -7,13 +7,12 @@ import json
 import time
 from pathlib import Path
 
-from gradclip.app import demo
-from gradclip.app.cli import HelpFormatter
-from gradclip.app.clipping import clipper_from_spec
-from gradclip.app.commands import argtypes
-from gradclip.app.demo_plot import plot_demo
+from gradclip.app.commands import options
 from gradclip.app.errors import UserError
-from gradclip.app.run_dir import json_safe, timestamped_dir
+from gradclip.app.experiments import demo
+from gradclip.app.experiments.plots import plot_demo
+from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
+from gradclip.app.training.setup import clipper_from_spec
 
 TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hidden), "
          f"batch {demo.BATCH}\nSGD lr {demo.LR} momentum {demo.MOMENTUM}, {demo.SCHEDULE} "
@@ -23,15 +22,15 @@ TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hid
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="train a vanilla RNN with and without clipping and compare",
-        formatter_class=HelpFormatter, description=__doc__.split("\n")[0].replace("``", "") + "\n\n" + TITLE)
+        formatter_class=options.HelpFormatter, description=__doc__.split("\n")[0].replace("``", "") + "\n\n" + TITLE)
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: runs/demo-<time>)")
-    parser.add_argument("--steps", type=argtypes.positive_int, default=4000,
+    parser.add_argument("--steps", type=options.positive_int, default=4000,
                         help="optimizer steps per run")
-    parser.add_argument("--seeds", type=argtypes.positive_int, default=3, help="seeds per strategy")
-    parser.add_argument("--clips", type=argtypes.label_list, default=",".join(demo.STRATEGIES),
+    parser.add_argument("--seeds", type=options.positive_int, default=3, help="seeds per strategy")
+    parser.add_argument("--clips", type=options.label_list, default=",".join(demo.STRATEGIES),
                         help="comma-separated clipping specs to compare")
-    parser.add_argument("--workers", type=argtypes.positive_int, default=2,
+    parser.add_argument("--workers", type=options.positive_int, default=2,
                         help="runs trained in parallel, one CPU thread each")
     parser.add_argument("--quick", action="store_true",
                         help="a short check: 300 steps, 1 seed")
@@ -46,15 +45,15 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or timestamped_dir("demo")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty; choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     print(f"{TITLE}\n{len(strategies)} strategies x {seeds} seeds, {steps} steps each, "
           f"{args.workers} at a time; runs in {out}")
     started = time.perf_counter()
     results = demo.run_demo(out, steps, seeds, strategies, args.workers)
     rows = demo.summary_rows(results, strategies)
     table = demo.format_table(rows)
-    (out / "demo.json").write_text(json.dumps(json_safe(rows), indent=2) + "\n")
-    (out / "table.txt").write_text(table + "\n")
+    write_text(out / "demo.json", json.dumps(json_safe(rows), indent=2) + "\n")
+    write_text(out / "table.txt", table + "\n")
     plot = plot_demo(results, strategies, TITLE, out / "demo.png")
     print(f"\n{table}\n\nMSE on 1,000 validation sequences, scored every {demo.EVAL_EVERY} steps; "
           "final<0.01: at the last step; reached<0.01: at some evaluation (median first step).\n")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
-from gradclip.app import checkpoint as checkpoints
-from gradclip.app.cli import HelpFormatter
+from gradclip.app.commands.options import HelpFormatter
+from gradclip.app.config import RunConfig
 from gradclip.app.errors import UserError
-from gradclip.app.metrics import format_label_table
 from gradclip.app.models import build_model
-from gradclip.app.optimization import resolve_device
-from gradclip.app.run_dir import json_safe, read_config
-from gradclip.app.tasks import load_task
+from gradclip.app.tasks.base import Task
+from gradclip.app.tasks.text.metrics import format_label_table
+from gradclip.app.training.rundir import json_safe
+from gradclip.app.training.runs import open_for_scoring
+from gradclip.app.training.setup import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,10 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def load_model(run_dir: Path, config: dict, task, device: torch.device) -> torch.nn.Module:
+def load_model(run_dir: Path, config: RunConfig, task: Task, state: dict,
+               device: torch.device) -> torch.nn.Module:
     """The run's model with the weights of its checkpoint, in eval mode."""
-    state = checkpoints.load_checkpoint(run_dir)
-    model = build_model(task, **config["model"])
+    model = build_model(task, **dataclasses.asdict(config.model))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:
@@ -47,10 +49,9 @@ def load_model(run_dir: Path, config: dict, task, device: torch.device) -> torch
 def run(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
-    config = read_config(args.run_dir)
     device = resolve_device(args.device)
-    task = load_task(config["task"], args.run_dir, training=False)
-    model = load_model(args.run_dir, config, task, device)
+    config, task, state = open_for_scoring(args.run_dir)
+    model = load_model(args.run_dir, config, task, state, device)
     with torch.no_grad():
         scores = task.evaluate_file(model, args.data, device)
     if args.json:

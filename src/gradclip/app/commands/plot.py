@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from gradclip.app.cli import HelpFormatter
+from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import UserError
-from gradclip.app.run_dir import METRICS
+from gradclip.app.training.rundir import METRICS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gradclip.app.plots import plot_run
+    from gradclip.app.experiments.plots import plot_run
 
     metrics = args.run_dir / METRICS
     if not args.run_dir.is_dir():

@@ -1,4 +1,4 @@
-"""Task registry: ``make_task(name, args)`` for new runs, ``load_task(config, run_dir)`` to rebuild.
+"""Task registry: ``make_task(options)`` for new runs, ``load_task(config, run_dir)`` to rebuild.
 
 Each task lives in its own module and is imported only when chosen (the text task needs the
 optional ``tokenizers`` dependency).
@@ -6,11 +6,11 @@ optional ``tokenizers`` dependency).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 from pathlib import Path
 from typing import Any
 
+from gradclip.app.config import TaskOptions
 from gradclip.app.errors import UserError
 from gradclip.app.tasks.base import Batch, Task
 
@@ -18,7 +18,7 @@ from gradclip.app.tasks.base import Batch, Task
 TASKS: dict[str, tuple[str, str]] = {
     "adding": ("gradclip.app.tasks.adding", "AddingTask"),
     "temporal-order": ("gradclip.app.tasks.temporal_order", "TemporalOrderTask"),
-    "text": ("gradclip.app.tasks.text", "TextTask"),
+    "text": ("gradclip.app.tasks.text.task", "TextTask"),
 }
 
 __all__ = ["TASKS", "Batch", "Task", "load_task", "make_task", "task_class"]
@@ -32,9 +32,9 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def make_task(name: str, args: argparse.Namespace) -> Task:
-    """A new task from the ``gradclip train`` flags."""
-    return task_class(name).from_args(args)
+def make_task(options: TaskOptions) -> Task:
+    """A new task from the options of ``gradclip train`` (``options.name`` picks it)."""
+    return task_class(options.name).from_options(options)
 
 
 def load_task(config: dict[str, Any], run_dir: Path, training: bool = True) -> Task:

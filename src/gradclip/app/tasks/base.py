@@ -1,11 +1,11 @@
 """The protocol every training task follows (synthetic tasks and text classification).
 
-A task owns its data and its scoring; the loop (``gradclip.app.loop``) owns everything else.
+A task owns its data and its scoring; the trainer (``gradclip.app.training.trainer``) owns everything else.
 The contract, in the order the loop uses it:
 
 Construction
-    ``Task.from_args(args)`` builds a task from the parsed ``gradclip train`` flags (an
-    ``argparse.Namespace``; read only the attributes you need, each always present:
+    ``Task.from_options(options)`` builds a task from the ``gradclip train`` flags (a
+    ``gradclip.app.config.TaskOptions``; read only the attributes you need, each always present:
     ``seed``, ``batch_size``, ``seq_len``, ``data``, ``vocab_size``, ``max_len``, ``labels``,
     ``val_fraction``; an unused one may be ``None``). Raise
     ``gradclip.app.errors.UserError`` (one actionable line) for anything the user got wrong.
@@ -62,7 +62,6 @@ Saving and rebuilding (for ``--resume`` and ``gradclip eval``)
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,6 +69,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from gradclip.app.config import TaskOptions
 from gradclip.app.errors import UserError
 
 
@@ -111,7 +111,7 @@ class Task:
     batches_per_epoch: int | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Task:
+    def from_options(cls, options: TaskOptions) -> Task:
         raise NotImplementedError
 
     @classmethod

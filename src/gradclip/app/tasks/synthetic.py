@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from gradclip.app.config import TaskOptions
 from gradclip.app.errors import UserError
 from gradclip.app.tasks.base import Batch, Task, seeded_generator
 
@@ -37,9 +37,9 @@ class SyntheticTask(Task):
         self.validation = self.generate(VALIDATION_SIZE, seeded_generator(seed, VALIDATION_INDEX))
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> SyntheticTask:
-        seq_len = cls.default_seq_len if args.seq_len is None else args.seq_len
-        return cls(seq_len, args.batch_size, args.seed)
+    def from_options(cls, options: TaskOptions) -> SyntheticTask:
+        seq_len = cls.default_seq_len if options.seq_len is None else options.seq_len
+        return cls(seq_len, options.batch_size, options.seed)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path, training: bool = True

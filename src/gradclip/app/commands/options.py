@@ -1,0 +1,283 @@
+"""What the commands share: argparse option groups, the help formatter, ``type=`` checks.
+
+Each command module is a leaf that imports from here (never from another command). A bad
+value given to a flag becomes one short argparse error line, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
+from gradclip.app.errors import UserError
+from gradclip.app.models import CELLS
+from gradclip.app.tasks import TASKS
+from gradclip.app.training.runs import NewRun
+from gradclip.app.training.setup import (
+    AMP_MODES,
+    FLOAT32_MAX,
+    OPTIMIZERS,
+    SCHEDULES,
+    clipper_from_spec,
+)
+
+NONFINITE_POLICIES = ("propagate", "skip", "error")
+SEED_MAX = 2**63 - 1
+VOCAB_RANGE = (100, 10**7)
+PROGRESS = {"auto": None, "always": True, "never": False}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default and keeps the hand-made line breaks of descriptions."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # defaults of None/False are explained in the help text itself, or mean "off"
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        return kind(text)
+    except ValueError:
+        name = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """A positive number within float32's range (the weights are float32)."""
+    value = positive_float(text)
+    if value > FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.4g} (float32's "
+                                         f"largest number), got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed in ``0 .. 2**63 - 1`` (what ``torch.manual_seed`` takes)."""
+    value = _number(text, int)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {text}")
+    return value
+
+
+def threads(text: str) -> int:
+    """CPU threads in ``1 .. 4 x`` this machine's CPU count."""
+    value = positive_int(text)
+    limit = 4 * (os.cpu_count() or 1)
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {limit} (4 x the "
+                                         f"{os.cpu_count()} CPUs here), got {text}")
+    return value
+
+
+def vocab_size(text: str) -> int:
+    """A tokenizer vocabulary size in ``100 .. 10**7``."""
+    value = _number(text, int)
+    low, high = VOCAB_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high:,}, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text, float)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def label_list(text: str) -> list[str]:
+    """Comma-separated label columns, e.g. ``toxic,insult``."""
+    labels = [label.strip() for label in text.split(",") if label.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError("expected comma-separated label names, e.g. toxic,insult")
+    return labels
+
+
+def clip_spec(text: str) -> str:
+    """A clipping spec, checked (``norm:1.0``)."""
+    try:
+        clipper_from_spec(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def percentile(text: str) -> float:
+    """A percentile in (0, 100)."""
+    value = positive_float(text)
+    if not value < 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text}")
+    return value
+
+
+def comma_list(kind, name: str):
+    """argparse type: a comma-separated list of ``kind`` values, each checked."""
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {name}")
+        return [kind(item) for item in items]
+    return parse
+
+
+def model_name(text: str) -> str:
+    if text not in CELLS:
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from "
+                                         f"{', '.join(CELLS)}")
+    return text
+
+
+def clip_list(text: str) -> list[str]:
+    """Specs separated by commas; a comma inside ``name:key=value,key=value`` stays in it."""
+    specs: list[str] = []
+    for part in (item.strip() for item in text.split(",")):
+        if not part:
+            continue
+        if specs and "=" in part and ":" not in part:
+            specs[-1] += "," + part
+        else:
+            specs.append(part)
+    if not specs:
+        raise argparse.ArgumentTypeError("expected comma-separated clip specs")
+    for spec in specs:
+        clip_spec(spec)
+    return specs
+
+
+# ---------------------------------------------------------------------- option groups
+def add_task_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("task and data")
+    group.add_argument("--task", choices=tuple(TASKS), default="adding",
+                       help="adding / temporal-order: synthetic long-range tasks generated from "
+                            "the seed; text: multi-label classification of a CSV (needs --data)")
+    group.add_argument("--data", type=Path, help="CSV in the Jigsaw toxic-comment format "
+                       "(comment_text + label columns), for --task text")
+    group.add_argument("--seq-len", type=positive_int, default=None,
+                       help="sequence length T of the synthetic tasks (default: 10 for adding, "
+                            "20 for temporal-order)")
+    group.add_argument("--labels", type=label_list, default=None,
+                       help="comma-separated label columns to learn (text; default: every "
+                            "known label column present in the CSV)")
+    group.add_argument("--vocab-size", type=vocab_size, default=20000,
+                       help="tokenizer vocabulary size, learnt from the training split (text)")
+    group.add_argument("--max-len", type=positive_int, default=256,
+                       help="tokens kept per comment (text)")
+    group.add_argument("--val-fraction", type=fraction, default=0.1,
+                       help="fraction of the rows held out for validation, split by --seed (text)")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", choices=tuple(CELLS), default="rnn",
+                       help="recurrent cell: vanilla RNN (tanh), RNN with ReLU, LSTM or GRU")
+    group.add_argument("--hidden-size", type=positive_int, default=64,
+                       help="hidden units per direction and layer")
+    group.add_argument("--layers", type=positive_int, default=1,
+                       help="stacked recurrent layers")
+    group.add_argument("--bidirectional", action="store_true",
+                       help="add a reverse-direction pass (each row reversed within its length)")
+    group.add_argument("--dropout", type=fraction, default=0.0,
+                       help="dropout on embeddings, between layers and before the head")
+    group.add_argument("--embed-dim", type=positive_int, default=128,
+                       help="token embedding width (text)")
+
+
+def add_optimization_options(
+    parser: argparse.ArgumentParser, *,
+    clip_help: str = ("clipping strategy spec: none, norm:1.0, value:0.5, agc:0.01, "
+                      "autoclip:0.1, zclip, zclip:alpha=0.97,z_thresh=2.5, ..."),
+    steps_help: str = "optimizer steps (default: 2000 for synthetic tasks)",
+) -> None:
+    group = parser.add_argument_group("optimization and clipping")
+    group.add_argument("--clip", default="norm:1.0", help=clip_help)
+    group.add_argument("--nonfinite", choices=NONFINITE_POLICIES, default="propagate",
+                       help="on a NaN/Inf loss or gradient: propagate (step anyway, stop the run "
+                            "as diverged), skip (skip the step and count it), error (stop with "
+                            "the name of the first parameter holding NaN/Inf)")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer")
+    group.add_argument("--lr", type=learning_rate, default=0.05, help="learning rate")
+    group.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
+    group.add_argument("--weight-decay", type=nonnegative_float, default=0.0,
+                       help="weight decay (decoupled for adamw)")
+    group.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                       help="learning-rate schedule over the run")
+    group.add_argument("--steps", type=positive_int, default=None, help=steps_help)
+    group.add_argument("--epochs", type=positive_float, default=None,
+                       help="passes over the training split, text only (default: 3)")
+    group.add_argument("--batch-size", type=positive_int, default=64,
+                       help="sequences per micro-batch")
+    group.add_argument("--accumulate", type=positive_int, default=1,
+                       help="micro-batches per optimizer step (clipping happens once per step)")
+    group.add_argument("--amp", choices=AMP_MODES, default="none",
+                       help="mixed precision: fp16 (CUDA, with GradScaler) or bf16 (CPU or CUDA)")
+
+
+def add_device_options(group: argparse._ArgumentGroup, device: str = "auto") -> None:
+    group.add_argument("--device", default=device, help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--threads", type=threads, default=1, help="CPU threads for torch")
+
+
+def add_seed_option(group: argparse._ArgumentGroup, help: str) -> None:
+    group.add_argument("--seed", type=seed, default=0, help=help)
+
+
+def add_progress_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--progress", choices=tuple(PROGRESS), default="auto",
+                       help="progress bar: auto shows it when stdout is a terminal")
+
+
+# ---------------------------------------------------------------------- the request
+def new_run(args: argparse.Namespace, **train: object) -> NewRun:
+    """The run the flags ask for (``train`` overrides training settings, e.g. per grid point)."""
+    options = TaskOptions(name=args.task, seed=args.seed, batch_size=args.batch_size,
+                          seq_len=args.seq_len, data=args.data, vocab_size=args.vocab_size,
+                          max_len=args.max_len, labels=args.labels,
+                          val_fraction=args.val_fraction)
+    model = ModelConfig(cell=args.model, hidden_size=args.hidden_size, layers=args.layers,
+                        bidirectional=args.bidirectional, dropout=args.dropout,
+                        embed_dim=args.embed_dim)
+    settings = dict(
+        clip=args.clip, nonfinite=args.nonfinite, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+        total_steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+        accumulate=args.accumulate, amp=args.amp, seed=args.seed, device=args.device,
+        threads=args.threads, log_every=getattr(args, "log_every", 50),
+        eval_every=getattr(args, "eval_every", 0),
+        checkpoint_every=getattr(args, "checkpoint_every", 200))
+    settings.update(train)
+    return NewRun(options, model, TrainConfig(**settings), getattr(args, "out", None))

@@ -1,0 +1,203 @@
+"""The typed configuration of a run, built once from the command line and read everywhere.
+
+``config.json`` in a run folder is the serialisation of a :class:`RunConfig`::
+
+    {"gradclip_version": "0.1.0",
+     "task": {...the task's own settings, "name" first...},
+     "model": {"cell": "rnn", "hidden_size": 64, ...},          # ModelConfig
+     "train": {"clip": "norm:1.0", "lr": 0.05, ...},            # TrainConfig
+     "distributed": {"mode": "ddp", "world_size": 2}}           # only for DDP/FSDP runs
+
+A new run starts from a :class:`TaskOptions` (what the task is built from) plus the model
+and training settings; the task then fixes what depends on its data (``total_steps`` from
+``--epochs``). Reading a hand-edited or foreign ``config.json`` checks every field's type and
+turns a mistake into one :class:`~gradclip.app.errors.UserError` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from gradclip.app.errors import UserError
+
+DEFAULT_STEPS = 2000
+DEFAULT_EPOCHS = 3
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What a new task is built from (``Task.from_options``); unused fields stay ``None``."""
+
+    name: str
+    seed: int
+    batch_size: int
+    seq_len: int | None = None
+    data: Path | None = None
+    vocab_size: int | None = None
+    max_len: int | None = None
+    labels: list[str] | None = None
+    val_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The recurrent model: ``gradclip.app.models.build_model(task, **asdict(model))``."""
+
+    cell: str = "rnn"
+    hidden_size: int = 64
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    embed_dim: int = 128
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization, clipping and bookkeeping of a run.
+
+    ``total_steps`` is ``None`` in a request until :meth:`resolved` fixes it from the task
+    (``--steps``, or ``--epochs`` over the task's batches per epoch).
+    """
+
+    clip: str = "norm:1.0"
+    nonfinite: str = "propagate"
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    total_steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 64
+    accumulate: int = 1
+    amp: str = "none"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 200
+
+    def resolved(self, task_name: str, batches_per_epoch: int | None) -> TrainConfig:
+        """This config with ``total_steps`` fixed: ``--steps``, or ``--epochs`` in steps.
+
+        Raises:
+            UserError: both ``--steps`` and ``--epochs``, or ``--epochs`` on an endless task.
+        """
+        if self.total_steps is not None and self.epochs is not None:
+            raise UserError("give --steps or --epochs, not both")
+        if self.total_steps is not None:
+            return self
+        if batches_per_epoch is None:
+            if self.epochs is not None:
+                raise UserError(f"--epochs needs a task with a finite data set; the {task_name} "
+                                "task is generated on the fly: use --steps")
+            return dataclasses.replace(self, total_steps=DEFAULT_STEPS)
+        epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
+        steps = max(1, math.ceil(epochs * batches_per_epoch / self.accumulate))
+        return dataclasses.replace(self, total_steps=steps)
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """How a multi-process run was launched: ``ddp`` or ``fsdp`` over ``world_size`` ranks."""
+
+    mode: str
+    world_size: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a run; ``config.json`` is its :meth:`to_dict`."""
+
+    task: dict[str, Any]
+    model: ModelConfig
+    train: TrainConfig
+    distributed: DistributedConfig | None = None
+    gradclip_version: str = field(default="")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``config.json`` (the key order of earlier versions)."""
+        data: dict[str, Any] = {"gradclip_version": self.gradclip_version, "task": self.task,
+                                "model": dataclasses.asdict(self.model),
+                                "train": dataclasses.asdict(self.train)}
+        if self.distributed is not None:
+            data["distributed"] = dataclasses.asdict(self.distributed)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config.json") -> RunConfig:
+        """Parse ``config.json``, checking every field (``source`` names the file in errors).
+
+        Raises:
+            UserError: a missing section, an unknown or missing key, or a value of the wrong
+                type, named in one line.
+        """
+        if not isinstance(data, dict) or not {"task", "model", "train"} <= data.keys():
+            raise UserError(f"corrupt {source}: expected the keys task, model and train")
+        task = data["task"]
+        if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+            raise UserError(f"corrupt {source}: task must be an object with a name")
+        distributed = data.get("distributed")
+        return cls(
+            task=task,
+            model=_section(ModelConfig, data["model"], "model", source),
+            train=_section(TrainConfig, data["train"], "train", source),
+            distributed=None if distributed is None else _section(
+                DistributedConfig, distributed, "distributed", source),
+            gradclip_version=str(data.get("gradclip_version", "")),
+        )
+
+
+# The JSON types each annotation admits (an int is a valid float; bool is not an int here).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+    "int | None": (int, type(None)), "float | None": (int, float, type(None)),
+}
+
+
+def _section(kind: type, value: Any, name: str, source: str) -> Any:
+    """One dataclass from a JSON object, every field present and of its declared type."""
+    if not isinstance(value, dict):
+        raise UserError(f"corrupt {source}: {name} must be an object, got {_json_name(value)}")
+    expected = {item.name: item for item in fields(kind)}
+    unknown = sorted(set(value) - set(expected))
+    if unknown:
+        raise UserError(f"corrupt {source}: unknown key {name}.{unknown[0]}")
+    for key, item in expected.items():
+        if key not in value:
+            raise UserError(f"corrupt {source}: {name}.{key} is missing")
+        allowed = _JSON_TYPES[str(item.type)]
+        given = value[key]
+        if (isinstance(given, bool) and bool not in allowed) or not isinstance(given, allowed):
+            raise UserError(f"corrupt {source}: {name}.{key} must be {_type_words(item.type)}, "
+                            f"got {_json_name(given)}")
+        if key in _AT_LEAST_ONE and not (given is not None and given >= 1):
+            raise UserError(f"corrupt {source}: {name}.{key} must be at least 1, got "
+                            f"{_json_name(given)}")
+    return kind(**value)
+
+
+# Sizes and counts a stored run needs to be at least 1 (total_steps is fixed once stored).
+_AT_LEAST_ONE = {"hidden_size", "layers", "embed_dim", "batch_size", "accumulate", "threads",
+                 "total_steps", "world_size"}
+
+
+def _type_words(annotation: Any) -> str:
+    words = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+             "int | None": "an integer or null", "float | None": "a number or null"}
+    return words[str(annotation)]
+
+
+def _json_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) < 40 else "a string"
+    return type(value).__name__

@@ -1,0 +1,161 @@
+"""``gradclip compare``: a grid of ordinary training runs, and its aggregated table.
+
+The grid is every combination of model x sequence length x learning rate x clip spec x
+seed. Each point is a normal ``gradclip train`` run in its own directory under
+``<out>/runs/``, trained in a worker process, with a ``GradientMonitor`` reporting every
+``--log-every`` steps; its report on the final step is kept in ``monitor.json``. Runs that
+share all but the seed form one row of the table.
+
+A run *diverged* when its loss became non-finite, or its final validation loss is more than
+``DIVERGENCE_FACTOR`` times its first training loss (an exploding, but finite, loss).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradclip.app.errors import TrainingError, UserError
+from gradclip.app.training.loggers import MetricsLogger
+from gradclip.app.training.rundir import read_metrics, write_json
+from gradclip.app.training.runs import NewRun, create_run
+from gradclip.app.training.trainer import Trainer
+from gradclip.monitor import GradientMonitor
+
+DIVERGENCE_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: everything but the seed."""
+
+    model: str
+    seq_len: int | None
+    lr: float
+    clip: str
+
+    def label(self, varying: Sequence[str]) -> str:
+        parts = {"model": self.model, "seq_len": f"T={self.seq_len}", "lr": f"lr={self.lr:g}",
+                 "clip": self.clip}
+        return " ".join(parts[key] for key in varying) or self.clip
+
+    def folder(self, seed: int) -> str:
+        clip = "".join(c if c.isalnum() or c in ".-" else "_" for c in self.clip)
+        length = "" if self.seq_len is None else f"-T{self.seq_len}"
+        return f"{self.model}{length}-lr{self.lr:g}-{clip}-seed{seed}"
+
+
+def grid(models: Sequence[str], seq_lens: Sequence[int | None], lrs: Sequence[float],
+         clips: Sequence[str]) -> list[Setting]:
+    """Every setting of the grid, in the order of the command-line lists."""
+    return [Setting(model, seq_len, lr, clip)
+            for model in models for seq_len in seq_lens for lr in lrs for clip in clips]
+
+
+def train_one(new: NewRun) -> dict[str, Any]:
+    """Train one run (in a worker process); its summary and the monitor's last verdict.
+
+    A ``GradientMonitor`` reads the raw gradients of every step (reporting every
+    ``--log-every`` steps) when ``log_every`` is set.
+    """
+    started = time.perf_counter()
+    with create_run(new) as current:
+        run_dir = current.run_dir
+        trainer = Trainer(run_dir, current.config, current.task)
+        every = current.config.train.log_every
+        monitor = GradientMonitor(trainer.model, every=every) if every else None
+        try:
+            summary = trainer.train(monitor=monitor, loggers=[MetricsLogger(run_dir)])
+        except TrainingError as error:
+            summary = trainer.summary(None) | {"status": f"stopped: {error}"}
+    # the state at the last step, also when training stopped between reports (NaN)
+    report = None if monitor is None else monitor.report()
+    monitored = None if report is None else report.to_dict()
+    if monitored is not None:
+        write_json(run_dir / "monitor.json", monitored)
+    return {"run_dir": str(run_dir), "summary": summary, "monitor": monitored,
+            "wall_seconds": time.perf_counter() - started}
+
+
+def run_grid(points: list[tuple[Setting, NewRun]], settings: list[Setting], jobs: int
+             ) -> dict[Setting, list[dict[str, Any]]]:
+    """Train every (setting, seed) run, ``jobs`` processes at a time; grouped by setting."""
+    for _, new in points:
+        if new.run_dir is not None and new.run_dir.exists():
+            raise UserError(f"{new.run_dir} exists; choose a new --out folder")
+    todo = [new for _, new in points]
+    if jobs <= 1:
+        results = [train_one(one) for one in todo]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(train_one, todo))
+    grouped: dict[Setting, list[dict[str, Any]]] = {setting: [] for setting in settings}
+    for (setting, _), result in zip(points, results, strict=True):
+        grouped[setting].append(result)
+    return grouped
+
+
+def number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def diverged(result: dict[str, Any]) -> bool:
+    """Non-finite loss, or a final validation loss ``DIVERGENCE_FACTOR`` x the first loss."""
+    summary = result["summary"]
+    if summary["nonfinite_loss_steps"] or summary["status"] == "diverged":
+        return True
+    final = number((summary.get("eval") or {}).get("loss"))
+    records = read_metrics(Path(result["run_dir"]))
+    first = number(records[0]["loss"]) if records else math.nan
+    return not math.isfinite(final) or final > DIVERGENCE_FACTOR * first
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` of the finite values, with the count of non-finite ones."""
+    good = [v for v in values if math.isfinite(v)]
+    if not good:
+        return "NaN"
+    text = f"{statistics.mean(good):.3g}"
+    if len(good) > 1:
+        text += f" ± {statistics.stdev(good):.2g}"
+    bad = len(values) - len(good)
+    return text + (f" ({bad} NaN)" if bad else "")
+
+
+def row(setting: Setting, results: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The aggregate of one setting over its seeds."""
+    summaries = [r["summary"] for r in results]
+    evals = [s.get("eval") or {} for s in summaries]
+    verdicts = [r["monitor"]["verdicts"][0]["kind"] for r in results if r["monitor"]]
+    common = max(set(verdicts), key=verdicts.count) if verdicts else "-"
+    return {
+        "setting": setting, "seeds": len(results),
+        "final_loss": [number(e.get("loss")) for e in evals],
+        "metric": [number(e.get(metric)) for e in evals],
+        "success": sum(bool(s.get("success")) for s in summaries),
+        "diverged": sum(diverged(r) for r in results),
+        "clip_rate": statistics.mean(s["clipped_steps"] / max(1, s["step"]) for s in summaries),
+        "max_grad_norm": statistics.median(s["max_grad_norm"] for s in summaries),
+        "verdict": f"{common} {verdicts.count(common)}/{len(results)}" if verdicts else "-",
+        "seconds": statistics.mean(s["seconds"] for s in summaries),
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]], metric: str, varying: Sequence[str]) -> str:
+    """The report's table, one line per setting."""
+    header = (f"| setting | seeds | final val loss | final {metric} | success | diverged "
+              f"| clip rate | max grad norm (median) | monitor verdict | s/run |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['setting'].label(varying)} | {r['seeds']} | {mean_std(r['final_loss'])} "
+            f"| {mean_std(r['metric'])} | {r['success']}/{r['seeds']} "
+            f"| {r['diverged']}/{r['seeds']} | {r['clip_rate']:.0%} "
+            f"| {r['max_grad_norm']:.3g} | {r['verdict']} | {r['seconds']:.1f} |")
+    return "\n".join(lines)

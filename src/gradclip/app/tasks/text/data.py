@@ -1,0 +1,180 @@
+"""Toxic-comment CSV files (the Jigsaw format): reading, validation and the train/validation split.
+
+A file holds a ``comment_text`` column, any subset of the label columns in ``LABELS`` (0/1,
+multi-label) and optionally ``id``. Fields may hold newlines inside quotes; the file must be
+UTF-8. Every mistake in the file is a ``UserError`` with one line that names the file, and the
+row and column where it applies; the comments themselves are never echoed (they are offensive
+by nature). Rows whose text is empty are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from gradclip.app.errors import UserError
+from gradclip.app.tasks.base import seeded_generator
+
+TEXT_COLUMN = "comment_text"
+LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
+
+# The default csv field limit (128 KiB) is below what a pasted comment can reach.
+_FIELD_SIZE_LIMIT = 2**31 - 1
+# Salt for the split's generator, so the split never shares a stream with the batch order.
+_SPLIT_KEY = 0x5B117
+
+
+@dataclass(frozen=True)
+class CommentTable:
+    """The usable rows of a comment file.
+
+    Attributes:
+        texts: comment text of each kept row, in file order.
+        targets: float ``(rows, labels)`` 0/1 matrix.
+        label_names: the label columns, in the order of ``targets``' columns.
+        rows_read: data rows in the file (kept plus skipped).
+        skipped_empty: rows skipped because their text was empty or only whitespace.
+    """
+
+    texts: list[str]
+    targets: Tensor
+    label_names: tuple[str, ...]
+    rows_read: int
+    skipped_empty: int
+
+
+def read_comments(path: str | Path, labels: list[str] | tuple[str, ...] | None = None,
+                  missing_ok: bool = False) -> CommentTable:
+    """Read and validate a comment CSV; ``labels`` picks label columns (default: all present).
+
+    With ``missing_ok``, names in ``labels`` that the file lacks are left out (at least one
+    must be present); otherwise each missing one is a ``UserError``.
+    """
+    path = Path(path)
+    # strict: a quote that never closes is an error, not the rest of the file in one field
+    rows = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
+    try:
+        header = [name.strip() for name in _next_row(rows, path)]
+        text_at, label_names = _columns(header, labels, path, missing_ok)
+        label_at = [header.index(name) for name in label_names]
+        texts, targets, rows_read = [], [], 0
+        for row in _data_rows(rows, path):
+            rows_read += 1
+            text = row[text_at] if text_at < len(row) else ""
+            if not text.strip():
+                continue
+            texts.append(text)
+            targets.append([_label(row, at, header[at], rows_read, path) for at in label_at])
+    finally:
+        csv.field_size_limit(previous_limit)
+    if not texts:
+        raise UserError(f"{path}: no row has any comment text ({rows_read} data rows read)")
+    return CommentTable(texts, torch.tensor(targets, dtype=torch.float32), tuple(label_names),
+                        rows_read, rows_read - len(texts))
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, decoded as UTF-8 (a byte-order mark is allowed)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"data path is a directory, expected a CSV file: {path}") from None
+    except OSError as error:
+        raise UserError(f"cannot read data file {path}: {error.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
+                        f"{error.start}); save it as UTF-8") from None
+    if not text.strip():
+        raise UserError(f"{path} is empty; expected a CSV with a header row "
+                        f"({TEXT_COLUMN},{','.join(LABELS)})")
+    return text
+
+
+def _next_row(rows, path: Path) -> list[str]:
+    try:
+        return next(rows)
+    except csv.Error as error:
+        raise UserError(f"{path} is not a readable CSV file: {error}") from None
+
+
+def _data_rows(rows, path: Path):
+    """The data rows, skipping blank lines; a CSV syntax error becomes a ``UserError``."""
+    while True:
+        start = rows.line_num + 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            if "unexpected end of data" in str(error):
+                raise UserError(f"{path} line {start}: unterminated quote (the quoted field "
+                                "that opens there never closes)") from None
+            raise UserError(f"{path} line {rows.line_num}: not valid CSV: {error}") from None
+        if row:
+            yield row
+
+
+def _columns(header: list[str], labels, path: Path, missing_ok: bool) -> tuple[int, list[str]]:
+    """Index of the text column and the label columns to use, checked against the header."""
+    for name in (TEXT_COLUMN, *LABELS):
+        if header.count(name) > 1:
+            raise UserError(f"{path} has the column '{name}' {header.count(name)} times; "
+                            "keep one (which one to read would be a guess)")
+    if TEXT_COLUMN not in header:
+        raise UserError(f"{path} has no '{TEXT_COLUMN}' column (its columns: "
+                        f"{', '.join(header) or 'none'})")
+    if labels is None:
+        present = [name for name in LABELS if name in header]
+        if not present:
+            raise UserError(f"{path} has no label column; expected one or more of "
+                            f"{', '.join(LABELS)}")
+        return header.index(TEXT_COLUMN), present
+    labels = list(labels)
+    if missing_ok:
+        labels = [name for name in labels if name in header] or labels[:1]
+    if not labels:
+        raise UserError("--labels is empty; name one or more label columns")
+    for name in labels:
+        if name not in header or name == TEXT_COLUMN:
+            known = [column for column in header if column in LABELS]
+            raise UserError(f"label column '{name}' is not in {path} (label columns there: "
+                            f"{', '.join(known) or 'none'})")
+    if len(set(labels)) != len(labels):
+        raise UserError(f"--labels names a column twice: {','.join(labels)}")
+    return header.index(TEXT_COLUMN), labels
+
+
+def _label(row: list[str], at: int, name: str, row_number: int, path: Path) -> float:
+    """One 0/1 label value; anything else names the row and the column."""
+    value = row[at].strip() if at < len(row) else None
+    if value in ("0", "1", "0.0", "1.0"):
+        return float(value)
+    shown = "missing" if value is None else repr(value[:20])
+    raise UserError(f"{path} row {row_number}: label '{name}' must be 0 or 1, got {shown}")
+
+
+def split_rows(n_rows: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Row indices of the training and validation splits, a pure function of the arguments.
+
+    Rule: a seeded random permutation of ``range(n_rows)``; its first
+    ``max(1, round(val_fraction * n_rows))`` rows are the validation split, the rest (sorted)
+    the training split. Both are sorted, so they read in file order.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if n_rows < 2:
+        raise UserError(f"need at least 2 rows with comment text to split into training and "
+                        f"validation, got {n_rows}")
+    n_val = min(n_rows - 1, max(1, round(val_fraction * n_rows)))
+    order = torch.randperm(n_rows, generator=seeded_generator(seed, _SPLIT_KEY))
+    return order[n_val:].sort().values, order[:n_val].sort().values

@@ -1,0 +1,136 @@
+"""Checkpoints: written atomically, read safely, with the RNG states a resumed run needs.
+
+``checkpoint.pt`` is a dict of tensors and plain Python values (``dict``, ``list``, ``tuple``,
+``str``, ``int``, ``float``, ``bool``, ``None``), nothing else, so it loads with
+``torch.load(..., weights_only=True)`` and a run folder from someone else never executes
+code. It holds at least:
+
+- ``model`` (the model's ``state_dict``; consolidated weights also for FSDP runs),
+  ``optimizer``, ``scheduler``, ``clipper`` (the strategy's state), ``scaler`` (fp16 AMP,
+  else ``None``);
+- ``step`` (optimizer steps done), ``next_batch_index`` (the data position: the next
+  micro-batch to draw) and ``counters`` (the run's running totals);
+- ``rng``: torch (CPU and CUDA) as byte tensors, Python's ``random`` as its state tuple, and
+  NumPy's as ``{"key", "state" (an int64 tensor), "pos", "has_gauss", "cached_gaussian"}``;
+- multi-process runs add ``rng_per_rank`` and ``distributed`` (``mode``, ``world_size``); FSDP
+  runs add ``sharded``, the name of the ``sharded-<step>`` DCP folder beside it.
+
+Checkpoints written by gradclip 0.1.0 pickled NumPy's state as an array: reading them allows
+exactly NumPy's array reconstruction and its ``uint32`` dtype, nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import random
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradclip.app.errors import UserError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``run_dir/checkpoint.pt`` so that a crash never leaves a torn file.
+
+    Rule: write a temporary file of this process's own in the same directory, flush it to
+    disk, then ``os.replace`` it over the old checkpoint (an atomic rename on POSIX and
+    Windows). The old checkpoint survives any failure, a full disk included.
+
+    Raises:
+        UserError: the file could not be written (the path and the reason in one line).
+    """
+    path = Path(run_dir) / CHECKPOINT
+    temporary = path.with_name(f".{CHECKPOINT}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UserError(f"cannot write {path}: {reason} (the previous checkpoint, if any, "
+                        "is intact)") from None
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read ``run_dir/checkpoint.pt`` with ``weights_only=True``: tensors and plain types only.
+
+    Raises:
+        UserError: the file is missing, torn, not a gradclip checkpoint, or holds objects
+            other than tensors and plain types (refused without running anything).
+    """
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"no checkpoint in {run_dir}: {CHECKPOINT} is missing")
+    try:
+        with _numpy_state_of_0_1_0():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "unsupported global" in str(error).lower():  # an object that is no tensor
+            raise UserError(f"{path} is not a gradclip checkpoint (refusing to load arbitrary "
+                            "objects)") from None
+        raise UserError(f"corrupt checkpoint {path}: UnpicklingError; it cannot be "
+                        "resumed") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}; "
+                        "it cannot be resumed") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= state.keys():
+        raise UserError(f"corrupt checkpoint {path}: not a gradclip checkpoint")
+    return state
+
+
+def _numpy_state_of_0_1_0() -> contextlib.AbstractContextManager:
+    """Allow exactly what 0.1.0's pickled NumPy RNG state needs (an ``uint32`` array)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        try:
+            import numpy
+        except ImportError:
+            return contextlib.nullcontext()
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return torch.serialization.safe_globals(
+        [_reconstruct, numpy.ndarray, numpy.dtype, type(numpy.dtype(numpy.uint32))])
+
+
+def rng_states() -> dict[str, Any]:
+    """Every RNG a training step may draw from: torch (CPU, CUDA), ``random``, NumPy."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        key, keys, pos, has_gauss, cached_gaussian = numpy.random.get_state()
+        states["numpy"] = {"key": str(key), "state": torch.from_numpy(keys.astype("int64")),
+                           "pos": int(pos), "has_gauss": int(has_gauss),
+                           "cached_gaussian": float(cached_gaussian)}
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Put back what ``rng_states`` captured (or what gradclip 0.1.0 saved)."""
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if "numpy" in states:
+        import numpy
+
+        saved = states["numpy"]
+        if isinstance(saved, dict):
+            saved = (saved["key"], saved["state"].numpy().astype(numpy.uint32), saved["pos"],
+                     saved["has_gauss"], saved["cached_gaussian"])
+        numpy.random.set_state(saved)

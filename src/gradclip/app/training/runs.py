@@ -1,0 +1,221 @@
+"""Creating a new run folder, and opening an existing one to resume or score it.
+
+A new run is checked completely (clipping spec, device, AMP, sizes, folder) before anything
+is written. The writer then creates the folder and takes its lock (:class:`RunLock`), builds
+the task (the text task reads its CSV and learns its tokenizer), saves what the task needs to
+be rebuilt, and writes ``config.json`` last: a folder with a ``config.json`` can always be
+resumed. Anything that fails on the way removes the folder it created. In a multi-process
+run the other ranks follow: they build the same task from the same options and seed, and
+read the same ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradclip
+from gradclip.app.config import DistributedConfig, ModelConfig, RunConfig, TaskOptions, TrainConfig
+from gradclip.app.errors import UserError
+from gradclip.app.tasks import Task, load_task, make_task
+from gradclip.app.training import checkpoint as checkpoints
+from gradclip.app.training.memory import check_fits_in_memory
+from gradclip.app.training.parallel import Parallel
+from gradclip.app.training.rundir import (
+    CONFIG,
+    RunLock,
+    default_run_dir,
+    is_empty_folder,
+    make_folder,
+    os_error,
+    remove_folder,
+    write_json,
+)
+from gradclip.app.training.setup import check_amp, clipper_from_spec, resolve_device
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What a user asks for: the task to build, the model, the training, the folder."""
+
+    options: TaskOptions
+    model: ModelConfig
+    train: TrainConfig
+    run_dir: Path | None = None
+
+    def folder(self) -> Path:
+        """``run_dir``, or a new ``runs/<task>-<model>-<clip>-<time>``."""
+        return self.run_dir or default_run_dir(self.options.name, self.model.cell,
+                                               self.train.clip)
+
+
+@dataclass
+class Run:
+    """An open run: its folder, configuration, task, checkpoint (``None``: from the start),
+    and the folder's lock, held by the writer until :meth:`close`."""
+
+    run_dir: Path
+    config: RunConfig
+    task: Task
+    checkpoint: dict[str, Any] | None = None
+    lock: RunLock | None = None
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def check_new_run(new: NewRun) -> None:
+    """Everything that can be checked before any data is read or any folder is made.
+
+    Raises:
+        UserError: a bad clipping spec, device or AMP mode, sizes that cannot fit in memory,
+            or a missing ``--data``.
+    """
+    clipper_from_spec(new.train.clip, new.train.nonfinite)
+    check_amp(new.train.amp, resolve_device(new.train.device))
+    if new.options.name == "text" and new.options.data is None:
+        raise UserError("--task text needs --data CSV (comment_text plus label columns)")
+    check_fits_in_memory(new.options, new.model)
+
+
+def create_run(new: NewRun, parallel: Parallel | None = None) -> Run:
+    """Check, create and lock the folder, build the task, write ``config.json`` (the writer).
+
+    Returns:
+        The open run on every rank (only the writer holds the lock).
+    """
+    parallel = parallel or Parallel.single(new.train.device)
+    created: Run | None = None
+    message: Any = None
+    if parallel.is_writer:
+        try:
+            created = write_new_run(new, parallel)
+            message = str(created.run_dir)
+        except UserError as error:
+            message = error
+    message = parallel.broadcast(message)
+    if isinstance(message, UserError):
+        raise message
+    if created is not None:
+        return created
+    run_dir = Path(message)  # the others follow the writer: same task from the same options
+    return Run(run_dir, read_config(run_dir), make_task(new.options))
+
+
+def write_new_run(new: NewRun, parallel: Parallel) -> Run:
+    """The writer's part of :func:`create_run`; a failure leaves no folder it created."""
+    check_new_run(new)
+    run_dir = new.folder()
+    refuse_taken_folder(run_dir)
+    created = make_folder(run_dir)
+    lock = None
+    try:
+        lock = RunLock(run_dir)
+        refuse_taken_folder(run_dir)  # another process may have filled it meanwhile
+        task = make_task(new.options)
+        config = new_config(new, task, parallel)
+        task.save(run_dir)
+        write_json(run_dir / CONFIG, config.to_dict())
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        if created is not None:
+            remove_folder(created)
+        raise
+    return Run(run_dir, config, task, lock=lock)
+
+
+def refuse_taken_folder(run_dir: Path) -> None:
+    """A run folder must be new or empty; say what to do with one that holds a run."""
+    try:
+        if not run_dir.exists():
+            if run_dir.is_symlink():
+                raise UserError(f"cannot create the folder {run_dir}: a dangling symbolic link "
+                                "of that name exists")
+            return
+        if run_dir.is_dir() and is_empty_folder(run_dir):
+            return
+    except OSError as error:  # a name too long, a folder that cannot be read
+        raise os_error(run_dir, error, "create the folder") from None
+    if (run_dir / CONFIG).is_file() and not (run_dir / checkpoints.CHECKPOINT).exists():
+        raise UserError(f"--out {run_dir} holds a run that stopped before its first "
+                        f"checkpoint; start it over with --resume {run_dir}, or choose a new "
+                        "folder")
+    raise UserError(f"--out {run_dir} is not an empty folder; choose a new one, or "
+                    f"continue the run there with --resume {run_dir}")
+
+
+def new_config(new: NewRun, task: Task, parallel: Parallel) -> RunConfig:
+    """The ``RunConfig`` of a new run, with ``total_steps`` fixed by the task."""
+    distributed = (None if parallel.mode == "none"
+                   else DistributedConfig(parallel.mode, parallel.world_size))
+    return RunConfig(task=task.config(), model=new.model,
+                     train=new.train.resolved(task.name, task.batches_per_epoch),
+                     distributed=distributed, gradclip_version=gradclip.__version__)
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    """The run's ``config.json``; a missing folder or file, or bad JSON, is a ``UserError``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    path = run_dir / CONFIG
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a gradclip run directory: {CONFIG} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"corrupt {path}: not valid JSON") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    return RunConfig.from_dict(data, str(path))
+
+
+def rebuild_task(config: RunConfig, run_dir: Path, training: bool = True) -> Task:
+    """The task saved in ``config.json``; a hand-edited task section is a ``UserError``."""
+    try:
+        return load_task(config.task, run_dir, training=training)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(f"corrupt {Path(run_dir) / CONFIG}: its task section cannot be "
+                        f"rebuilt ({type(error).__name__}: {error})") from None
+
+
+def open_run(run_dir: Path, parallel: Parallel | None = None) -> Run:
+    """An existing run to resume: locked by the writer, its task and checkpoint loaded.
+
+    A run stopped before its first checkpoint starts over from its ``config.json`` (said in
+    one line).
+    """
+    parallel = parallel or Parallel.single("cpu")
+    config = read_config(run_dir)
+    lock = RunLock(run_dir) if parallel.is_writer else None
+    try:
+        checkpoint = None
+        if (Path(run_dir) / checkpoints.CHECKPOINT).exists():
+            checkpoint = checkpoints.load_checkpoint(run_dir)
+        elif parallel.is_writer:
+            print(f"{run_dir} has no checkpoint yet (it stopped before its first one): "
+                  "starting the run over from its config.json", file=sys.stderr)
+        task = rebuild_task(config, run_dir)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return Run(Path(run_dir), config, task, checkpoint, lock)
+
+
+def open_for_scoring(run_dir: Path) -> tuple[RunConfig, Task, dict[str, Any]]:
+    """A finished or running run, read only: configuration, task (no training data), weights."""
+    config = read_config(run_dir)
+    checkpoint = checkpoints.load_checkpoint(run_dir)
+    return config, rebuild_task(config, run_dir, training=False), checkpoint
