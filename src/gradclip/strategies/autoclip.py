@@ -18,17 +18,22 @@ from gradclip.strategies.groups import all_grads, all_named_params, param_groups
 
 # First allocation of an unbounded history; it doubles when full.
 INITIAL_CAPACITY = 1024
+# A longer ring buffer is a typo: 10^8 float32 norms already take 400 MB.
+MAX_HISTORY_LENGTH = 10**8
 
 
 def check_autoclip_options(quantile: float, history_length: int | None) -> dict[str, Any]:
-    """Validated ``AutoClip`` options: ``0 <= quantile <= 1``; ``history_length`` None or >= 1."""
+    """Validated ``AutoClip`` options: ``0 <= quantile <= 1``; ``history_length`` None or in
+    ``1 .. 10**8``."""
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 <= quantile <= 1:
         raise ValueError(f"quantile must be a number in [0, 1], got {quantile!r}")
     if history_length is not None and (
-        isinstance(history_length, bool) or not isinstance(history_length, int) or history_length < 1
+        isinstance(history_length, bool) or not isinstance(history_length, int)
+        or not 1 <= history_length <= MAX_HISTORY_LENGTH
     ):
         raise ValueError(
-            f"history_length must be a positive integer or None (all of history), got {history_length!r}"
+            f"history_length must be an integer in 1 .. 10**8 or None (all of history), "
+            f"got {history_length!r}"
         )
     return {"quantile": float(quantile), "history_length": history_length}
 

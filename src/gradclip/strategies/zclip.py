@@ -21,6 +21,9 @@ MODES = ("zscore", "percentile")
 CLIP_OPTIONS = ("adaptive_scaling", "mean")
 
 
+# The warm-up norms are kept in a buffer of this length at most (10^8 float32: 400 MB).
+MAX_WARMUP_STEPS = 10**8
+
 class ZClip(Clipper):
     """Clip the global L2 norm when it is an outlier against an EMA of past norms.
 
@@ -78,8 +81,9 @@ class ZClip(Clipper):
         )
         # eps=0 divides by zero once the variance is 0 (the reference raises ZeroDivisionError).
         self.eps = check_positive_number(eps, "eps")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        if (isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int)
+                or not 0 <= warmup_steps <= MAX_WARMUP_STEPS):
+            raise ValueError(f"warmup_steps must be an integer in 0 .. 10**8, got {warmup_steps!r}")
         self.warmup_steps = warmup_steps
         self.mode = _choice(mode, MODES, "mode")
         self.clip_option = _choice(clip_option, CLIP_OPTIONS, "clip_option")
