@@ -10,19 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gradclip.app.cli import main
+from tests.e2e.cli import run_cli
 
 SMALL = ["--hidden-size", "8", "--batch-size", "8", "--threads", "1", "--device", "cpu"]
-
-
-def run_cli(argv, capsys):
-    """``main(argv)`` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize(("task", "metric"), [("adding", "mse"), ("temporal-order", "accuracy")])

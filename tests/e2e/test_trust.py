@@ -19,21 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradclip.app.cli import main
 from gradclip.app.training.parallel import shard_folder
+from tests.e2e.cli import run_cli
 
 SMALL = ["--task", "adding", "--seq-len", "6", "--hidden-size", "8", "--batch-size", "8",
          "--device", "cpu", "--progress", "never"]
 OLD_RUN = Path(__file__).parents[1] / "app" / "training" / "fixtures" / "run-written-by-0.1.0"
-
-
-def run_cli(argv, capsys):
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line(code, stderr, expected, exit_code=2):

@@ -12,7 +12,7 @@ import torch
 
 from gradclip.app.cli import main
 from gradclip.app.config import ModelConfig, RunConfig, TrainConfig
-from gradclip.app.errors import TrainingError
+from gradclip.app.errors import TrainingError, UserError
 from gradclip.app.tasks.adding import AddingTask
 from gradclip.app.tasks.base import Batch
 from gradclip.app.training.loggers import MetricsLogger, StepLogger
@@ -191,3 +191,26 @@ def test_old_run_folder_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
     assert read_metrics(old) == read_metrics(fresh)
+
+
+def test_an_allocation_failure_at_a_step_is_one_user_error_line(tmp_path):
+    trainer = Trainer(tmp_path, config(), CountingTask())
+
+    def out_of_memory(monitor, log_layers):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 400000000000 bytes.")
+
+    trainer.optimizer_step = out_of_memory
+    with pytest.raises(UserError, match="out of memory at step 1: choose a smaller"):
+        train(trainer, tmp_path)
+
+
+def test_other_runtime_errors_at_a_step_are_not_disguised(tmp_path):
+    trainer = Trainer(tmp_path, config(), CountingTask())
+
+    def bug(monitor, log_layers):
+        raise RuntimeError("shape mismatch")
+
+    trainer.optimizer_step = bug
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        train(trainer, tmp_path)

@@ -78,31 +78,29 @@ def learning_rate(text: str) -> float:
     return value
 
 
+def int_between(text: str, low: int, high: int, shown: str, why: str = "") -> int:
+    """An integer in ``low .. high`` (``shown``: the range as the error message says it)."""
+    value = _number(text, int)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {shown}{why}, got {text}")
+    return value
+
+
 def seed(text: str) -> int:
     """A seed in ``0 .. 2**63 - 1`` (what ``torch.manual_seed`` takes)."""
-    value = _number(text, int)
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {text}")
-    return value
+    return int_between(text, 0, SEED_MAX, "0 and 2**63 - 1")
 
 
 def threads(text: str) -> int:
     """CPU threads in ``1 .. 4 x`` this machine's CPU count."""
-    value = positive_int(text)
-    limit = 4 * (os.cpu_count() or 1)
-    if value > limit:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {limit} (4 x the "
-                                         f"{os.cpu_count()} CPUs here), got {text}")
-    return value
+    cpus = os.cpu_count() or 1
+    return int_between(text, 1, 4 * cpus, f"1 and {4 * cpus}", f" (4 x the {cpus} CPUs here)")
 
 
 def vocab_size(text: str) -> int:
     """A tokenizer vocabulary size in ``100 .. 10**7``."""
-    value = _number(text, int)
     low, high = VOCAB_RANGE
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"must be between {low} and {high:,}, got {text}")
-    return value
+    return int_between(text, low, high, f"{low} and {high:,}")
 
 
 def nonnegative_float(text: str) -> float:
