@@ -136,3 +136,14 @@ def test_make_demo_command_path_runs_the_installed_entry_point(tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert "value:0.01" in result.stdout and "How to read this" in result.stdout
+
+
+def test_version_names_gradclip_and_torch(capsys):
+    code, stdout, _ = run_cli(["--version"], capsys)
+    assert code == 0 and stdout.startswith("gradclip 0.1.0 (torch ")
+
+
+def test_compare_with_the_singular_clip_flag_suggests_clips(tmp_path, capsys):
+    code, _, stderr = run_cli(["compare", "--clip", "norm:1.0", "--out", tmp_path / "c"], capsys)
+    assert code == 2 and "did you mean --clips norm:1.0?" in stderr
+    assert not (tmp_path / "c").exists()

@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import torch
+
+import gradclip
 from gradclip.app.commands import COMMANDS
 from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import Interrupted, TrainingError, UserError
@@ -31,6 +34,8 @@ def build_parser() -> ArgumentParser:
         prog="gradclip", formatter_class=HelpFormatter,
         description="Train recurrent models with gradient clipping, compare strategies, and "
                     "see why they work.")
+    parser.add_argument("--version", action="version",
+                        version=f"gradclip {gradclip.__version__} (torch {torch.__version__})")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"gradclip.app.commands.{name}").register(subparsers)

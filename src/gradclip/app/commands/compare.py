@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"--clips {DEFAULT_CLIPS} --seeds 3 --out runs/compare"))
     options.add_task_options(parser)
     options.add_model_options(parser)
-    options.add_optimization_options(parser, steps_help="optimizer steps per run")
+    options.add_optimization_options(parser, steps_help="optimizer steps per run",
+                                     clip_help="refused here: compare takes --clips")
     group = parser.add_argument_group("comparison")
     group.add_argument("--clips", type=options.clip_list, default=DEFAULT_CLIPS,
                        help="comma-separated clipping specs to compare")
@@ -58,11 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="per-layer norms and monitor report every N steps (0: never)")
     group.add_argument("--eval-every", type=options.nonnegative_int, default=0,
                        help="score the validation set every N steps (0: only at the end)")
-    parser.set_defaults(run=run, steps=DEFAULT_STEPS)
+    # --clip (one spec, a train flag) would be silently replaced by --clips: refuse it
+    parser.set_defaults(run=run, steps=DEFAULT_STEPS, clip=None)
 
 
 def complete(args: argparse.Namespace) -> None:
     """Fill the grid lists from the single-valued options, and the output folder."""
+    if args.clip is not None:
+        raise UserError(f"compare takes --clips SPEC,SPEC,... (the specs to compare), not "
+                        f"--clip; did you mean --clips {args.clip}?")
     if args.task == "text" and args.data is None:
         raise UserError("--task text needs --data CSV (comment_text plus label columns)")
     if args.epochs is not None:  # --epochs replaces the default --steps (text task)
