@@ -18,15 +18,16 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from gradclip.distributed import local_tensor, needs_reduction, sharded_unitwise_norm
+from gradclip.distributed import local_tensor, needs_reduction, sharded_unitwise_norms
 from gradclip.functional import get_total_norm
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
-from gradclip.parameters import ParamsLike, check_positive_number, named_tensors
+from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number, named_tensors
 
 # optax's div_eps: keeps the division finite; "should be impossible to engage".
 AGC_DIV_EPS = 1e-6
@@ -60,9 +61,23 @@ def unitwise_norm_of(tensor: Tensor, process_group: Any = None) -> Tensor:
     Returns:
         The unit norms, shaped to broadcast against this rank's local shard.
     """
-    if needs_reduction([tensor], process_group):
-        return sharded_unitwise_norm(tensor, process_group)
-    return unitwise_norm(tensor)
+    return unit_norms_of([tensor], process_group)[0]
+
+
+def unit_norms_of(tensors: Sequence[Tensor], process_group: Any = None) -> list[Tensor]:
+    """``unitwise_norm`` of each tensor; sharded ones reduced with one all-reduce per group of
+    ranks for all of them (never one per tensor).
+
+    Args:
+        tensors: weights and gradients, ordinary or DTensors.
+        process_group: the ranks holding the other dim-0 shards of the ordinary tensors.
+
+    Returns:
+        For each tensor, its unit norms shaped to broadcast against its local shard.
+    """
+    if needs_reduction(tensors, process_group):
+        return sharded_unitwise_norms(tensors, process_group)
+    return [unitwise_norm(t) for t in tensors]
 
 
 def agc_coefficient(grad_norm: Tensor, param_norm: Tensor, clipping: float | Tensor, eps: float) -> Tensor:
@@ -123,11 +138,11 @@ def adaptive_clip_grad_(
         clipping = check_positive_number(clipping, "clipping")
     eps = check_positive_number(eps, "eps", allow_zero=True)
     named = [(name, p) for name, p in named_tensors(parameters) if p.grad is not None]
-    if not named:
-        return torch.tensor(0.0)
+    if not named:  # a rank with nothing to clip still joins the others' norm
+        return get_total_norm([], process_group=process_group)
     grads = [p.grad for _, p in named]
-    grad_norms = [unitwise_norm_of(g, process_group) for g in grads]
-    param_norms = [unitwise_norm_of(p, process_group) for _, p in named]
+    norms = unit_norms_of(grads + [p for _, p in named], process_group)
+    grad_norms, param_norms = norms[: len(grads)], norms[len(grads) :]
     if needs_reduction(grads, process_group):
         total_norm = get_total_norm(grads, process_group=process_group)
     else:
@@ -137,11 +152,59 @@ def adaptive_clip_grad_(
     if policy == "error":
         raise_if_nonfinite(named_grads, total_norm)
     local_grads = [local_tensor(g) for g in grads]
-    for grad, grad_norm, param_norm in zip(local_grads, grad_norms, param_norms, strict=True):
-        grad.mul_(agc_coefficient(grad_norm, param_norm, clipping, eps))
+    scale_units_(local_grads, zip(grad_norms, param_norms, strict=True), clipping, eps)
     if policy == "skip":
         zero_grads_if_(local_grads, is_nonfinite(total_norm))
     return total_norm
+
+
+def clip_units_(
+    named_params: Sequence[NamedTensor], clipping: float | Tensor, eps: float,
+    process_group: Any = None,
+) -> Tensor:
+    """AGC on the gradients of ``named_params`` (no total norm, no policy): the strategy's step.
+
+    Args:
+        named_params: ``(name, parameter)`` pairs; parameters without a gradient are skipped.
+        clipping: the largest ratio of unit gradient norm to unit weight norm.
+        eps: the smallest weight norm a unit is measured against.
+        process_group: the ranks holding the other dim-0 shards of ordinary tensors.
+
+    Returns:
+        0-dim bool, on the first gradient's device: some unit of this rank's pieces was scaled.
+    """
+    params = [p for _, p in named_params if p.grad is not None]
+    grads = [p.grad for p in params]
+    if needs_reduction(grads, process_group):
+        # Every unit norm first: one all-reduce per group of ranks for all of them.
+        norms = sharded_unitwise_norms(grads + params, process_group)
+        pairs: Iterable[tuple[Tensor, Tensor]] = zip(norms[: len(grads)], norms[len(grads) :], strict=True)
+    else:  # lazily: each gradient is measured right before it is scaled, as it always was
+        pairs = ((unitwise_norm(g), unitwise_norm(p)) for g, p in zip(grads, params, strict=True))
+    return scale_units_([local_tensor(g) for g in grads], pairs, clipping, eps)
+
+
+def scale_units_(
+    grads: Sequence[Tensor], unit_norms: Iterable[tuple[Tensor, Tensor]],
+    clipping: float | Tensor, eps: float,
+) -> Tensor:
+    """Multiply each local gradient by its AGC coefficient in place.
+
+    Args:
+        grads: the local gradients.
+        unit_norms: for each, the ``(gradient, weight)`` unit norms, shaped to broadcast.
+        clipping: the largest ratio of unit gradient norm to unit weight norm.
+        eps: the smallest weight norm a unit is measured against.
+
+    Returns:
+        0-dim bool on the first gradient's device (CPU if none): some unit was scaled.
+    """
+    clipped = torch.zeros((), dtype=torch.bool, device=grads[0].device if grads else None)
+    for grad, (grad_norm, param_norm) in zip(grads, unit_norms, strict=True):
+        coefficient = agc_coefficient(grad_norm, param_norm, clipping, eps)
+        grad.mul_(coefficient)
+        clipped = clipped | (coefficient < 1).any().to(clipped.device)
+    return clipped
 
 
 def _squared_norm(unit_norms: Tensor) -> Tensor:

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.agc import agc_coefficient, unitwise_norm_of
-from gradclip.distributed import any_on_any_rank, local_tensor
+from gradclip.agc import clip_units_
+from gradclip.distributed import any_on_any_rank
 from gradclip.functional import pre_clip_norm
 from gradclip.nonfinite import check_policy, false_like, zero_if_skipped_
 from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number
@@ -88,12 +88,5 @@ def _clip_units_(
     process_group: Any = None,
 ) -> Tensor:
     """Scale each unit's gradient by its AGC coefficient; ``clipped`` or-ed with "some unit was"."""
-    for _, param in named_params:
-        if param.grad is not None:
-            # Sharded (FSDP2) tensors: norms reduced over the shards, applied to the local shard.
-            unit_norms = unitwise_norm_of(param.grad, process_group)
-            param_norms = unitwise_norm_of(param, process_group)
-            coefficient = agc_coefficient(unit_norms, param_norms, clipping, eps)
-            local_tensor(param.grad).mul_(coefficient)
-            clipped = clipped | (coefficient < 1).any().to(clipped.device)
-    return clipped
+    # Sharded tensors: every unit norm reduced first, one all-reduce per group of ranks.
+    return clipped | clip_units_(named_params, clipping, eps, process_group).to(clipped.device)
