@@ -41,6 +41,7 @@ class TaskOptions:
     max_len: int | None = None
     labels: list[str] | None = None
     val_fraction: float | None = None
+    text_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,10 @@ class TrainConfig:
     eval_every: int = 0
     checkpoint_every: int = 200
 
-    def resolved(self, task_name: str, batches_per_epoch: int | None) -> TrainConfig:
-        """This config with ``total_steps`` fixed: ``--steps``, or ``--epochs`` in steps.
+    def resolved(self, task_name: str, batches_per_epoch: int | None,
+                 default_steps: int | None = None) -> TrainConfig:
+        """This config with ``total_steps`` fixed: ``--steps``, or ``--epochs`` in steps, or
+        the task's ``default_steps`` when neither is given (else 3 epochs, or 2000 steps).
 
         Raises:
             UserError: both ``--steps`` and ``--epochs``, or ``--epochs`` on an endless task.
@@ -92,6 +95,8 @@ class TrainConfig:
             raise UserError("give --steps or --epochs, not both")
         if self.total_steps is not None:
             return self
+        if self.epochs is None and default_steps is not None:
+            return dataclasses.replace(self, total_steps=default_steps)
         if batches_per_epoch is None:
             if self.epochs is not None:
                 raise UserError(f"--epochs needs a task with a finite data set; the {task_name} "

@@ -20,12 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-CELLS: dict[str, tuple[type[nn.RNNBase], dict[str, Any]]] = {
-    "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
-    "rnn-relu": (nn.RNN, {"nonlinearity": "relu"}),
-    "lstm": (nn.LSTM, {}),
-    "gru": (nn.GRU, {}),
-}
+from gradclip.app.cells import CELLS
+from gradclip.app.language_model import RecurrentLanguageModel
+
 READOUTS = ("last", "pool")
 
 
@@ -157,8 +154,13 @@ class RecurrentModel(nn.Module):
 
 
 def build_model(task: Any, cell: str, hidden_size: int, layers: int, bidirectional: bool,
-                dropout: float, embed_dim: int) -> RecurrentModel:
+                dropout: float, embed_dim: int) -> nn.Module:
     """The model a task needs (input kind, output size, readout) with the chosen architecture."""
+    if task.readout == "next":
+        return RecurrentLanguageModel(cell, task.vocab_size, streams=task.batch_size,
+                                      windows_per_epoch=task.windows_per_epoch,
+                                      embed_dim=embed_dim, hidden_size=hidden_size,
+                                      layers=layers, dropout=dropout)
     tokens = task.input_kind == "tokens"
     return RecurrentModel(
         cell, task.output_size,

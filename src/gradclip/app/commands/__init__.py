@@ -6,4 +6,5 @@ command by writing ``commands/<name>.py`` and listing it in ``COMMANDS``.
 
 from __future__ import annotations
 
-COMMANDS: tuple[str, ...] = ("train", "eval", "demo", "profile", "plot", "compare")
+COMMANDS: tuple[str, ...] = ("train", "eval", "demo", "profile", "plot", "compare",
+                             "benchmark")

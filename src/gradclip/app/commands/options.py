@@ -182,7 +182,8 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("task and data")
     group.add_argument("--task", choices=tuple(TASKS), default="adding",
                        help="adding / temporal-order: synthetic long-range tasks generated from "
-                            "the seed; text: multi-label classification of a CSV (needs --data)")
+                            "the seed; text: multi-label classification of a CSV (needs --data); "
+                            "lm: next-character language modelling on real text")
     group.add_argument("--data", type=Path, help="CSV in the Jigsaw toxic-comment format "
                        "(comment_text + label columns), for --task text")
     group.add_argument("--seq-len", type=positive_int, default=None,
@@ -196,7 +197,11 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-len", type=positive_int, default=256,
                        help="tokens kept per comment (text)")
     group.add_argument("--val-fraction", type=fraction, default=0.1,
-                       help="fraction of the rows held out for validation, split by --seed (text)")
+                       help="fraction of the rows held out for validation, split by --seed "
+                            "(text; lm: the end of the text)")
+    group.add_argument("--text-file", type=Path, default=None,
+                       help="a plain UTF-8 text file to model (lm; default: --data's comments, "
+                            "else a few KB of Alice in Wonderland built in)")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -265,7 +270,7 @@ def new_run(args: argparse.Namespace, **train: object) -> NewRun:
     options = TaskOptions(name=args.task, seed=args.seed, batch_size=args.batch_size,
                           seq_len=args.seq_len, data=args.data, vocab_size=args.vocab_size,
                           max_len=args.max_len, labels=args.labels,
-                          val_fraction=args.val_fraction)
+                          val_fraction=args.val_fraction, text_file=args.text_file)
     model = ModelConfig(cell=args.model, hidden_size=args.hidden_size, layers=args.layers,
                         bidirectional=args.bidirectional, dropout=args.dropout,
                         embed_dim=args.embed_dim)

@@ -12,18 +12,19 @@ A run *diverged* when its loss became non-finite, or its final validation loss i
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gradclip.app.errors import TrainingError, UserError
 from gradclip.app.training.loggers import MetricsLogger
-from gradclip.app.training.rundir import read_metrics, write_json
+from gradclip.app.training.rundir import SUMMARY, read_metrics, remove_folder, write_json
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.trainer import Trainer
 from gradclip.monitor import GradientMonitor
@@ -83,22 +84,79 @@ def train_one(new: NewRun) -> dict[str, Any]:
             "wall_seconds": time.perf_counter() - started}
 
 
-def run_grid(points: list[tuple[Setting, NewRun]], settings: list[Setting], jobs: int
-             ) -> dict[Setting, list[dict[str, Any]]]:
-    """Train every (setting, seed) run, ``jobs`` processes at a time; grouped by setting."""
-    for _, new in points:
+def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
+             reuse_finished: bool = False, progress: bool = True
+             ) -> dict[Any, list[dict[str, Any]]]:
+    """Train every point's run, ``jobs`` processes at a time; results grouped by key.
+
+    Args:
+        points: ``(key, run)`` pairs; runs sharing a key (a setting) form one table row.
+        keys: every key, in the order of the rows.
+        jobs: runs trained at once, each in its own process (1: in this process).
+        reuse_finished: keep the result of a run folder that already finished (a rerun of
+            a half-done grid trains only what is missing); otherwise an existing folder is
+            a ``UserError``.
+        progress: print one line per finished run: runs done of all, its outcome, an ETA.
+    """
+    results: list[dict[str, Any] | None] = [None] * len(points)
+    todo = []
+    for index, (_, new) in enumerate(points):
         if new.run_dir is not None and new.run_dir.exists():
-            raise UserError(f"{new.run_dir} exists; choose a new --out folder")
-    todo = [new for _, new in points]
+            if not reuse_finished:
+                raise UserError(f"{new.run_dir} exists; choose a new --out folder")
+            results[index] = finished_result(new.run_dir)
+            if results[index] is None:
+                remove_folder(new.run_dir)  # unfinished: trained again from the start
+        if results[index] is None:
+            todo.append(index)
+    meter = ProgressLine(len(points), len(points) - len(todo), enabled=progress)
     if jobs <= 1:
-        results = [train_one(one) for one in todo]
+        for index in todo:
+            results[index] = meter.done(train_one(points[index][1]))
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(train_one, todo))
-    grouped: dict[Setting, list[dict[str, Any]]] = {setting: [] for setting in settings}
-    for (setting, _), result in zip(points, results, strict=True):
-        grouped[setting].append(result)
+            futures = {pool.submit(train_one, points[index][1]): index for index in todo}
+            for future in as_completed(futures):
+                results[futures[future]] = meter.done(future.result())
+    grouped: dict[Any, list[dict[str, Any]]] = {key: [] for key in keys}
+    for (key, _), result in zip(points, results, strict=True):
+        grouped[key].append(result)
     return grouped
+
+
+def finished_result(run_dir: Path) -> dict[str, Any] | None:
+    """The result of a run folder that finished (completed, diverged or stopped), else None."""
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") in ("running", "interrupted", None):
+        return None
+    monitor_file = run_dir / "monitor.json"
+    monitored = json.loads(monitor_file.read_text()) if monitor_file.is_file() else None
+    return {"run_dir": str(run_dir), "summary": summary, "monitor": monitored,
+            "wall_seconds": summary.get("seconds", math.nan)}
+
+
+class ProgressLine:
+    """``[k/n] run-folder: status, s; ETA`` after each finished run, on stdout."""
+
+    def __init__(self, total: int, already: int, enabled: bool = True):
+        self.total, self.count, self.enabled = total, already, enabled
+        self.started, self.fresh = time.perf_counter(), 0
+        if enabled and already:
+            print(f"[{already}/{total}] finished earlier, kept", flush=True)
+
+    def done(self, result: dict[str, Any]) -> dict[str, Any]:
+        self.count, self.fresh = self.count + 1, self.fresh + 1
+        if self.enabled:
+            elapsed = time.perf_counter() - self.started
+            left = elapsed / self.fresh * (self.total - self.count)
+            folder = Path(result["run_dir"])
+            print(f"[{self.count}/{self.total}] {folder.parent.name}/{folder.name}: "
+                  f"{result['summary']['status']} in {result['wall_seconds']:.0f} s; "
+                  f"ETA {left:.0f} s", flush=True)
+        return result
 
 
 def number(value: Any) -> float:

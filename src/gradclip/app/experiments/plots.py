@@ -369,3 +369,94 @@ def plot_demo(results: list[dict[str, Any]], strategies: tuple[str, ...], title:
     save_figure(figure, path, 110)
     plt.close(figure)
     return path
+
+
+def median_and_range(curves: Sequence[RunCurves]) -> tuple[list[int], list[float], list[float],
+                                                            list[float]]:
+    """Per step over the seeds: the median and the range of the smoothed loss (NaN dropped)."""
+    length = max(len(run.steps) for run in curves)
+    smoothed = [moving_average(run.loss) for run in curves]
+    steps, middle, low, high = [], [], [], []
+    for index in range(length):
+        values = [line[index] for line in smoothed if index < len(line)
+                  and math.isfinite(line[index])]
+        if values:
+            values.sort()
+            steps.append(index + 1)
+            middle.append(values[len(values) // 2])
+            low.append(values[0])
+            high.append(values[-1])
+    return steps, middle, low, high
+
+
+def plot_benchmark(out: Path, tasks: Sequence[Any]) -> list[Path]:
+    """``losses.png`` (median and range over seeds), ``grad_norms.png`` (first seed, with
+    thresholds) and ``ranks.png`` (strategy x task) of a benchmark, in ``out``."""
+    plt = pyplot()
+    colours = clip_colours(plt, [row["strategy"] for task in tasks for row in task.rows])
+    paths = []
+    figure, axes = panel_grid(plt, len(tasks))
+    for axis, task in zip(axes, tasks, strict=True):
+        for row in task.rows:
+            curves = [read_curves(Path(folder)) for folder in row["run_dirs"]]
+            curves = [run for run in curves if run.steps]
+            if not curves:
+                continue
+            steps, middle, low, high = median_and_range(curves)
+            colour = colours.get(row["strategy"])
+            axis.plot(steps, middle, color=colour, linewidth=1, label=row["strategy"])
+            axis.fill_between(steps, low, high, color=colour, alpha=0.15)
+        axis.set(yscale="log", xlabel="optimizer step", title=task.setting.label,
+                 ylabel=f"training loss, mean of {SMOOTHING} steps (log)")
+        axis.title.set_fontsize(9)
+        axis.legend(fontsize=7)
+    figure.suptitle("training loss: median over seeds, band = range over seeds")
+    save_figure(figure, out / "losses.png", 100)
+    plt.close(figure)
+    paths.append(out / "losses.png")
+    figure, axes = panel_grid(plt, len(tasks))
+    for axis, task in zip(axes, tasks, strict=True):
+        runs = [read_curves(Path(row["run_dirs"][0]), row["strategy"]) for row in task.rows]
+        draw_norms(axis, [run for run in runs if run.steps], colours)
+        axis.set_title(f"{task.setting.label} (seed 0)", fontsize=9)
+        axis.legend(fontsize=7)
+    figure.suptitle("gradient norm before clipping (dashed: each strategy's threshold)")
+    save_figure(figure, out / "grad_norms.png", 100)
+    plt.close(figure)
+    paths.append(out / "grad_norms.png")
+    paths.append(plot_ranks(plt, out, tasks))
+    return paths
+
+
+def plot_ranks(plt: Any, out: Path, tasks: Sequence[Any]) -> Path:
+    """A heat map of each strategy's rank on each task (1 = best; blank: not run)."""
+    names = list(dict.fromkeys(strategy_family(row["strategy"]) for task in tasks
+                               for row in task.rows))
+    grid = [[math.nan] * len(tasks) for _ in names]
+    for column, task in enumerate(tasks):
+        for row in task.rows:
+            grid[names.index(strategy_family(row["strategy"]))][column] = row["rank"]
+    figure, axis = plt.subplots(figsize=(2.2 + 1.6 * len(tasks), 1.2 + 0.4 * len(names)),
+                                constrained_layout=True)
+    image = axis.imshow(grid, cmap="viridis_r", aspect="auto")
+    for r, line in enumerate(grid):
+        for c, value in enumerate(line):
+            if math.isfinite(value):
+                axis.text(c, r, f"{value:.0f}", ha="center", va="center", color="white")
+    axis.set_xticks(range(len(tasks)), [task.setting.options.name for task in tasks])
+    axis.set_yticks(range(len(names)), names)
+    figure.colorbar(image, ax=axis, label="rank on the task (1 = best)")
+    axis.set_title("rank: fewest diverged runs, then best final metric")
+    save_figure(figure, out / "ranks.png", 100)
+    plt.close(figure)
+    return out / "ranks.png"
+
+
+def strategy_family(spec: str) -> str:
+    """A spec without its task-specific threshold: ``norm:0.83`` -> ``norm:X``."""
+    parts = []
+    for member in spec.split("+"):
+        name, _, value = member.partition(":")
+        parts.append(name if not value else (f"{name}:X" if name in ("norm", "value")
+                                             else member))
+    return "+".join(parts)

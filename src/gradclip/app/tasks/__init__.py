@@ -19,6 +19,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "adding": ("gradclip.app.tasks.adding", "AddingTask"),
     "temporal-order": ("gradclip.app.tasks.temporal_order", "TemporalOrderTask"),
     "text": ("gradclip.app.tasks.text.task", "TextTask"),
+    "lm": ("gradclip.app.tasks.lm.task", "LanguageModelTask"),
 }
 
 __all__ = ["TASKS", "Batch", "Task", "load_task", "make_task", "task_class"]

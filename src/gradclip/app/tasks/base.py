@@ -18,7 +18,8 @@ Shape of the model the task needs (plain attributes, read by ``gradclip.app.mode
     ``vocab_size``, ``pad_id``   (token tasks; ``None`` for continuous ones).
     ``output_size``     width of the model's output (1 for regression, n classes, n labels).
     ``readout``         "last": the model reads the final hidden state at each row's length
-                        (synthetic tasks); "pool": masked max + mean pooling over time (text).
+                        (synthetic tasks); "pool": masked max + mean pooling over time (text);
+                        "next": logits at every step, the state carried across windows (lm).
     ``metric_name``     the task's headline metric ("mse", "accuracy", "mean_roc_auc").
     ``higher_is_better``  direction of ``metric_name``.
 
@@ -109,6 +110,8 @@ class Task:
     higher_is_better: bool
     success_criterion: str | None = None
     batches_per_epoch: int | None = None
+    default_steps: int | None = None  # steps when neither --steps nor --epochs is given
+    distributed = True  # whether DDP/FSDP runs can split its batches over ranks
 
     @classmethod
     def from_options(cls, options: TaskOptions) -> Task:

@@ -18,7 +18,8 @@ from gradclip.app.errors import UserError
 
 BYTES = 4  # float32
 GATES = {"rnn": 1, "rnn-relu": 1, "lstm": 4, "gru": 3}
-DEFAULT_LENGTHS = {"adding": 10, "temporal-order": 20}
+DEFAULT_LENGTHS = {"adding": 10, "temporal-order": 20, "lm": 50}
+LM_VOCAB = 256  # characters: an upper estimate before the text is read
 SYNTHETIC_FEATURES = 8  # at least the input width of every synthetic task
 VALIDATION_ROWS = 1000
 DEFAULT_MAX_LEN, DEFAULT_VOCAB = 256, 20_000
@@ -34,21 +35,24 @@ def physical_memory() -> int | None:
 
 def estimated_bytes(options: TaskOptions, model: ModelConfig) -> int:
     """Rough bytes one training step of this task and model needs (see the module docstring)."""
-    text = options.name == "text"
+    text, lm = options.name == "text", options.name == "lm"
     length = (options.max_len or DEFAULT_MAX_LEN) if text else (
         options.seq_len or DEFAULT_LENGTHS.get(options.name, 10))
-    features = model.embed_dim if text else SYNTHETIC_FEATURES
+    tokens = text or lm
+    features = model.embed_dim if tokens else SYNTHETIC_FEATURES
     directions = 2 if model.bidirectional else 1
     gates = GATES.get(model.cell, 4)
     hidden = model.hidden_size
-    weights = (options.vocab_size or DEFAULT_VOCAB) * model.embed_dim if text else 0
+    vocab = LM_VOCAB if lm else (options.vocab_size or DEFAULT_VOCAB)
+    weights = vocab * model.embed_dim if tokens else 0
     width = features
     for _ in range(model.layers):
         weights += directions * gates * hidden * (width + hidden + 2)
         width = directions * hidden
+    logits = vocab if lm else 0
     activations = options.batch_size * length * (features + 2 * model.layers * directions
-                                                 * gates * hidden)
-    validation = 0 if text else VALIDATION_ROWS * length * (features + width)
+                                                 * gates * hidden + logits)
+    validation = 0 if tokens else VALIDATION_ROWS * length * (features + width)
     return BYTES * (4 * weights + 3 * activations + validation)
 
 

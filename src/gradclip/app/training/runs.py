@@ -85,6 +85,9 @@ def check_new_run(new: NewRun) -> None:
     check_amp(new.train.amp, resolve_device(new.train.device))
     if new.options.name == "text" and new.options.data is None:
         raise UserError("--task text needs --data CSV (comment_text plus label columns)")
+    if new.options.name == "lm" and new.model.bidirectional:
+        raise UserError("--bidirectional would let the model see the character it predicts; "
+                        "drop it for --task lm")
     check_fits_in_memory(new.options, new.model)
 
 
@@ -160,7 +163,8 @@ def new_config(new: NewRun, task: Task, parallel: Parallel) -> RunConfig:
     distributed = (None if parallel.mode == "none"
                    else DistributedConfig(parallel.mode, parallel.world_size))
     return RunConfig(task=task.config(), model=new.model,
-                     train=new.train.resolved(task.name, task.batches_per_epoch),
+                     train=new.train.resolved(task.name, task.batches_per_epoch,
+                                              task.default_steps),
                      distributed=distributed, gradclip_version=gradclip.__version__)
 
 

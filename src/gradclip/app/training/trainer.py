@@ -118,6 +118,9 @@ class Trainer:
         self.device = parallel.device
         check_amp(train.amp, self.device)
         parallel.check(train)
+        if parallel.mode != "none" and not task.distributed:
+            raise UserError(f"--task {task.name} cannot run with --distributed {parallel.mode} "
+                            "(its carried state belongs to one process's streams)")
         torch.manual_seed(train.seed)
         random.seed(train.seed)
         # Wrapped (DDP, FSDP2) before the optimizer is built over its parameters.

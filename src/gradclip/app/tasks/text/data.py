@@ -57,7 +57,7 @@ def read_comments(path: str | Path, labels: list[str] | tuple[str, ...] | None =
     """
     path = Path(path)
     # strict: a quote that never closes is an error, not the rest of the file in one field
-    rows = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    rows = csv.reader(io.StringIO(read_utf8_text(path), newline=""), strict=True)
     previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
     try:
         header = [name.strip() for name in _next_row(rows, path)]
@@ -79,14 +79,43 @@ def read_comments(path: str | Path, labels: list[str] | tuple[str, ...] | None =
                         rows_read, rows_read - len(texts))
 
 
-def _read_text(path: Path) -> str:
-    """The file's text, decoded as UTF-8 (a byte-order mark is allowed)."""
+def read_comment_texts(path: str | Path) -> list[str]:
+    """The non-empty ``comment_text`` fields of a comment CSV, in file order (labels optional).
+
+    Raises:
+        UserError: the file cannot be read, is not CSV, or has no (or two) text columns.
+    """
+    path = Path(path)
+    rows = csv.reader(io.StringIO(read_utf8_text(path), newline=""), strict=True)
+    previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
+    try:
+        header = [name.strip() for name in _next_row(rows, path)]
+        if header.count(TEXT_COLUMN) != 1:
+            raise UserError(f"{path} must have one '{TEXT_COLUMN}' column, it has "
+                            f"{header.count(TEXT_COLUMN)}")
+        at = header.index(TEXT_COLUMN)
+        texts = [row[at] for row in _data_rows(rows, path) if at < len(row) and row[at].strip()]
+    finally:
+        csv.field_size_limit(previous_limit)
+    if not texts:
+        raise UserError(f"{path}: no row has any comment text")
+    return texts
+
+
+def read_utf8_text(path: Path, expected: str = f"a CSV with a header row ({TEXT_COLUMN},"
+                   f"{','.join(LABELS)})") -> str:
+    """The file's text, decoded as UTF-8 (a byte-order mark is allowed).
+
+    Raises:
+        UserError: a missing, unreadable, non-UTF-8 or empty file (``expected`` says what an
+            empty file should have held).
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"data file not found: {path}") from None
     except IsADirectoryError:
-        raise UserError(f"data path is a directory, expected a CSV file: {path}") from None
+        raise UserError(f"data path is a directory, expected a file: {path}") from None
     except OSError as error:
         raise UserError(f"cannot read data file {path}: {error.strerror}") from None
     try:
@@ -95,8 +124,7 @@ def _read_text(path: Path) -> str:
         raise UserError(f"{path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
                         f"{error.start}); save it as UTF-8") from None
     if not text.strip():
-        raise UserError(f"{path} is empty; expected a CSV with a header row "
-                        f"({TEXT_COLUMN},{','.join(LABELS)})")
+        raise UserError(f"{path} is empty; expected {expected}")
     return text
 
 

@@ -1,0 +1,1 @@
+"""The language-model task: next character on real text, truncated BPTT (task, built-in text)."""
