@@ -16,6 +16,7 @@ SECTIONS = [
     "strategies.md",
     "application.md",
     "text.md",
+    "benchmark.md",
     "monitor.md",
     "performance.md",
     "distributed.md",

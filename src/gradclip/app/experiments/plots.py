@@ -397,17 +397,21 @@ def plot_benchmark(out: Path, tasks: Sequence[Any]) -> list[Path]:
     paths = []
     figure, axes = panel_grid(plt, len(tasks))
     for axis, task in zip(axes, tasks, strict=True):
+        starts = []
         for row in task.rows:
             curves = [read_curves(Path(folder)) for folder in row["run_dirs"]]
             curves = [run for run in curves if run.steps]
             if not curves:
                 continue
+            starts += [run.loss[0] for run in curves if math.isfinite(run.loss[0])]
             steps, middle, low, high = median_and_range(curves)
             colour = colours.get(row["strategy"])
             axis.plot(steps, middle, color=colour, linewidth=1, label=row["strategy"])
             axis.fill_between(steps, low, high, color=colour, alpha=0.15)
         axis.set(yscale="log", xlabel="optimizer step", title=task.setting.label,
                  ylabel=f"training loss, mean of {SMOOTHING} steps (log)")
+        if starts:  # an exploding run would flatten the others: cut at 100x the start
+            axis.set_ylim(top=100 * max(starts))
         axis.title.set_fontsize(9)
         axis.legend(fontsize=7)
     figure.suptitle("training loss: median over seeds, band = range over seeds")
