@@ -90,9 +90,9 @@ def get_total_norm(
     p = check_norm_type(norm_type)
     # Flat gradient buffers (gradclip.flat) stand for the views they hold: O(1) kernels.
     all_tensors = norm_operands(tensors) or [t for _, t in named_tensors(tensors, "tensors")]
-    if not all_tensors:
+    if not all_tensors and process_group is None:
         return torch.tensor(0.0)
-    if needs_reduction(all_tensors, process_group):
+    if needs_reduction(all_tensors, process_group):  # a rank with none still joins the group
         total_norm = distributed_total_norm(all_tensors, p, foreach, process_group)
     else:
         first_device = all_tensors[0].device
