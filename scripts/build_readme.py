@@ -14,6 +14,7 @@ SECTIONS = [
     "intro.md",
     "core.md",
     "strategies.md",
+    "huggingface.md",
     "application.md",
     "text.md",
     "benchmark.md",
