@@ -127,11 +127,13 @@ def _group_norms(
     group: Sequence[Tensor], norm_type: float, device: torch.device, foreach: bool | None
 ) -> list[Tensor]:
     """The p-norm of each tensor of one (device, dtype) group, in the group's order."""
-    if math.isinf(norm_type) and any(t.numel() == 0 for t in group):
-        # torch cannot take the inf norm of an empty tensor; it contributes 0 to the max.
+    if (math.isinf(norm_type) or norm_type < 0) and any(t.numel() == 0 for t in group):
+        # torch cannot take these norms of an empty tensor; it gets the norm that leaves the
+        # total unchanged: 0 for the max (inf), +inf for the min (-inf) and for p < 0 (inf^p = 0).
         nonempty = [t for t in group if t.numel() > 0]
         norms = iter(_group_norms(nonempty, norm_type, device, foreach) if nonempty else [])
-        return [next(norms) if t.numel() > 0 else t.new_zeros(()) for t in group]
+        neutral = 0.0 if norm_type > 0 else math.inf
+        return [next(norms) if t.numel() > 0 else t.new_full((), neutral) for t in group]
     if use_foreach(group, device, foreach):
         return list(torch._foreach_norm(group, norm_type))
     return [torch.linalg.vector_norm(t, norm_type) for t in group]
@@ -144,7 +146,7 @@ def per_tensor_norms(
 
     Args:
         tensors: the tensors (any devices and dtypes).
-        norm_type: p, a float > 0 or ``inf``.
+        norm_type: p, any float (``torch.linalg.vector_norm``'s meaning).
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
         input_order: give ``norms[i]`` for ``tensors[i]``; by default the norms come in
             torch's group order, the order in which torch stacks them for the total norm.
@@ -167,17 +169,26 @@ def clip_coefficient(max_norm: float | Tensor, total_norm: Tensor) -> Tensor:
     """``min(max_norm / (total_norm + 1e-6), 1)``, as a tensor on ``total_norm``'s device.
 
     Written as ``reciprocal(total_norm + 1e-6) * max_norm``: that is how torch evaluates
-    ``float / tensor``, so the bits match torch for a float ``max_norm`` and stay the same
-    when ``max_norm`` is a tensor (an adaptive threshold).
+    ``float / tensor``, so the bits match torch for a float ``max_norm``. A tensor
+    ``max_norm`` is multiplied as torch multiplies the Python float it would make of it
+    (``float(max_norm)``, a host sync avoided here): in the op's compute dtype (float32 for
+    16-bit norms), then rounded to the norm's dtype.
 
     Args:
-        max_norm: the threshold, a float or a tensor.
+        max_norm: the threshold, a float or a 0-dim tensor (an adaptive threshold).
         total_norm: the norm (0-dim, or one per tensor).
 
     Returns:
-        The factor the gradients are multiplied by, at most 1.
+        The factor the gradients are multiplied by, at most 1, in ``total_norm``'s dtype.
     """
-    return torch.clamp(torch.reciprocal(total_norm + CLIP_EPS) * max_norm, max=1.0)
+    reciprocal = torch.reciprocal(total_norm + CLIP_EPS)
+    if isinstance(max_norm, Tensor):
+        compute = torch.promote_types(total_norm.dtype, torch.float32)
+        threshold = max_norm.to(device=total_norm.device, dtype=compute)
+        coefficient = (reciprocal.to(compute) * threshold).to(total_norm.dtype)
+    else:
+        coefficient = reciprocal * max_norm
+    return torch.clamp(coefficient, max=1.0)
 
 
 def scale_(
@@ -202,6 +213,33 @@ def scale_(
                 tensor.mul_(factors if isinstance(factors, Tensor) else factors[k])
 
 
+def representable_bound(bound: float | Tensor, dtype: torch.dtype) -> float | Tensor:
+    """A clamp bound that ``dtype`` can hold: beyond its range, where it would round to.
+
+    torch refuses a Python bound outside the tensor dtype's range (``clamp(x, max=1e39)`` on
+    float32 raises an overflow error), although the answer is plain: every finite element
+    lies inside, and an infinite one goes to the bound rounded to ``dtype`` (the largest
+    finite value just past the range, ``inf`` further out). Bounds inside the range, and
+    tensor bounds, are returned unchanged, so those results stay torch's bit for bit.
+
+    Args:
+        bound: a clamp bound.
+        dtype: the dtype of the clamped tensors.
+
+    Returns:
+        ``bound``, or its rounding to ``dtype`` where ``dtype`` cannot hold it.
+    """
+    if isinstance(bound, Tensor) or not dtype.is_floating_point or math.isinf(bound):
+        return bound
+    info = torch.finfo(dtype)
+    if abs(bound) <= info.max:
+        return bound
+    # Round to nearest: past max + half an ulp the bound rounds to inf (a tie goes to inf too).
+    half_ulp = info.eps * info.max / (2 - info.eps) / 2
+    rounded = info.max if abs(bound) < info.max + half_ulp else math.inf
+    return math.copysign(rounded, bound)
+
+
 def clamp_(
     tensors: Sequence[Tensor], low: float | Tensor, high: float | Tensor, foreach: bool | None
 ) -> None:
@@ -210,13 +248,16 @@ def clamp_(
     Args:
         tensors: the tensors to clamp (no zero-element tensors: torch's foreach path fails).
         low: the smallest value kept.
-        high: the largest value kept.
+        high: the largest value kept (bounds beyond the dtype's range are rounded to it,
+            where torch would raise: :func:`representable_bound`).
         foreach: as in ``torch.nn.utils.clip_grad_value_``.
     """
     for device, group, _ in group_by_device_and_dtype(tensors):
+        dtype = group[0].dtype
+        group_low, group_high = representable_bound(low, dtype), representable_bound(high, dtype)
         if use_foreach(group, device, foreach):
-            torch._foreach_clamp_min_(group, low)
-            torch._foreach_clamp_max_(group, high)
+            torch._foreach_clamp_min_(group, group_low)
+            torch._foreach_clamp_max_(group, group_high)
         else:
             for tensor in group:
-                tensor.clamp_(min=low, max=high)
+                tensor.clamp_(min=group_low, max=group_high)

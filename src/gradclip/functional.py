@@ -55,6 +55,7 @@ from gradclip.parameters import (
     named_grads,
     named_tensors,
 )
+from gradclip.thresholds import bad_threshold, check_max_norm, raise_if_bad_threshold
 
 
 @torch.no_grad()
@@ -69,13 +70,15 @@ def get_total_norm(
     """Norm of all ``tensors`` viewed as one vector: ``||(||t_1||_p, ..., ||t_n||_p)||_p``.
 
     Same as ``torch.nn.utils.get_total_norm``: an empty input gives ``tensor(0.)``; the norm
-    lives on the first tensor's device; ``norm_type`` is any p > 0 or ``inf``/``"inf"``.
+    lives on the first tensor's device; ``norm_type`` is whatever torch accepts (any p,
+    ``inf``/``"inf"``; 0 counts non-zeros, negative p as ``torch.linalg.vector_norm``).
     DTensors (FSDP2) and ``process_group=`` (tensors are this rank's shards) give the global
-    norm as an ordinary tensor, equal on every rank (see :mod:`gradclip.distributed`).
+    norm as an ordinary tensor, equal on every rank (see :mod:`gradclip.distributed`), for
+    p > 0 and ``inf``.
 
     Args:
         tensors: tensors, one tensor, or ``(name, tensor)`` pairs.
-        norm_type: p, a number > 0, or ``inf`` / ``"inf"``.
+        norm_type: p, any number, or ``inf`` / ``"inf"``.
         error_if_nonfinite: raise if the norm is NaN or Inf (a host sync).
         foreach: as in ``torch.nn.utils.get_total_norm``.
         process_group: the ranks holding the other shards of ``tensors``, or ``None``.
@@ -85,7 +88,9 @@ def get_total_norm(
 
     Raises:
         RuntimeError: ``error_if_nonfinite`` and the norm is not finite.
-        ValueError: ``norm_type`` is not a number > 0 or ``inf``.
+        TypeError: ``norm_type`` is not a number (torch's ``float()`` fails too).
+        ValueError: a ``norm_type`` string that is not a number, or p <= 0 (or NaN) on
+            sharded tensors.
     """
     p = check_norm_type(norm_type)
     # Flat gradient buffers (gradclip.flat) stand for the views they hold: O(1) kernels.
@@ -93,6 +98,7 @@ def get_total_norm(
     if not all_tensors and process_group is None:
         return torch.tensor(0.0)
     if needs_reduction(all_tensors, process_group):  # a rank with none still joins the group
+        check_shardable_norm_type(p)
         total_norm = distributed_total_norm(all_tensors, p, foreach, process_group)
     else:
         first_device = all_tensors[0].device
@@ -105,6 +111,22 @@ def get_total_norm(
             "norm anyway, set `error_if_nonfinite=False`"
         )
     return total_norm
+
+
+def check_shardable_norm_type(norm_type: float) -> None:
+    """Sharded norms are reduced from p-th powers (or a max): p > 0 and ``inf`` only.
+
+    Args:
+        norm_type: p, as :func:`gradclip.parameters.check_norm_type` returns it.
+
+    Raises:
+        ValueError: p <= 0, ``-inf`` or NaN, whose per-shard parts do not add up.
+    """
+    if not norm_type > 0:
+        raise ValueError(
+            f"norm_type must be a number p > 0 or inf on sharded gradients, got {norm_type!r} "
+            "(0 and negative p are computed on unsharded tensors only)"
+        )
 
 
 def pre_clip_norm(
@@ -120,7 +142,7 @@ def pre_clip_norm(
             :func:`gradclip.parameters.named_tensors`; parameters without a gradient are
             ignored.
         policy: a checked non-finite policy (:func:`gradclip.nonfinite.check_policy`).
-        norm_type: p, a float > 0 or ``inf``.
+        norm_type: p, any float (``torch.linalg.vector_norm``'s meaning).
         process_group: the gradients are this rank's shards; the norm is reduced over it.
 
     Returns:
@@ -148,11 +170,29 @@ def scale_grads_(grads: Sequence[Tensor], coefficient: Tensor, foreach: bool | N
     scale_(covering_buffers(grads) or grads, coefficient, foreach)
 
 
-def _check_max_norm(max_norm: float | Tensor) -> float | Tensor:
-    # A tensor threshold (an adaptive strategy's) is used as is: checking it would sync.
-    if isinstance(max_norm, Tensor):
-        return max_norm
-    return check_positive_number(max_norm, "max_norm")
+def skip_nonfinite_(
+    grads: Sequence[Tensor], norms: Tensor, max_norm: float | Tensor
+) -> Tensor:
+    """The ``"skip"`` policy of the norm ops: zero every gradient when a norm is non-finite
+    or a tensor ``max_norm`` is bad (:mod:`gradclip.thresholds`), without a host sync.
+
+    Args:
+        grads: the local gradients.
+        norms: the norm(s) before clipping (0-dim, or one per tensor).
+        max_norm: the threshold, a checked float or a 0-dim tensor.
+
+    Returns:
+        ``norms``, NaN where a bad threshold made the step skip: a non-finite returned norm
+        stays the one sign of a skipped step.
+    """
+    skip = is_nonfinite(norms).any()
+    bad = bad_threshold(max_norm)
+    if bad is not None:
+        bad = bad.to(norms.device)
+        skip = skip | bad
+        norms = torch.where(bad, torch.full_like(norms, float("nan")), norms)
+    zero_grads_if_(grads, skip)
+    return norms
 
 
 @torch.no_grad()
@@ -168,14 +208,14 @@ def clip_grads_with_norm_(
 
     Args:
         parameters: parameters, one parameter, or ``named_parameters()`` pairs.
-        max_norm: the threshold, a positive float or a tensor.
+        max_norm: the threshold, a positive float or a one-element tensor.
         total_norm: the norm to clip by (a float, a tensor, or torch's DTensor norm).
         foreach: as in ``torch.nn.utils.clip_grads_with_norm_``.
 
     Raises:
         ValueError: a float ``max_norm`` that is not positive and finite.
     """
-    max_norm = _check_max_norm(max_norm)
+    max_norm = check_max_norm(max_norm)
     parameters = reiterable(parameters)
     grads = local_tensors(grad_buffers(parameters) or [g for _, g in named_grads(parameters)])
     if not grads:
@@ -203,13 +243,17 @@ def clip_grad_norm_(
     ``g <- g * min(max_norm / (||g||_p + 1e-6), 1)`` for every gradient, where ``||g||_p`` is
     the norm of all gradients viewed as one vector. Bit-identical to
     ``torch.nn.utils.clip_grad_norm_``; ``nonfinite`` chooses what a NaN/Inf norm does
-    (``"propagate"``/``None``, ``"skip"``, ``"error"``: see :mod:`gradclip.nonfinite`).
+    (``"propagate"``/``None``, ``"skip"``, ``"error"``: see :mod:`gradclip.nonfinite`). A
+    tensor ``max_norm`` is never read on the host: under ``"skip"`` a NaN, infinite or
+    non-positive one zeroes every gradient and the returned norm is NaN (the sign of a
+    skipped step); under ``"error"`` it raises; under ``"propagate"`` it is used as torch
+    uses it (see :mod:`gradclip.thresholds`).
 
     Args:
         parameters: parameters, one parameter, or ``named_parameters()`` pairs (errors then
             name the parameter).
-        max_norm: the threshold, a positive float or a tensor (an adaptive threshold).
-        norm_type: p, a number > 0, or ``inf`` / ``"inf"``.
+        max_norm: the threshold, a positive float or a one-element tensor.
+        norm_type: p, any number, or ``inf`` / ``"inf"`` (torch's meaning).
         error_if_nonfinite: torch's flag: raise if the norm is not finite.
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
         nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
@@ -220,14 +264,15 @@ def clip_grad_norm_(
 
     Raises:
         RuntimeError: a non-finite norm under ``error_if_nonfinite`` or ``nonfinite="error"``.
-        ValueError: a bad ``max_norm``, ``norm_type`` or ``nonfinite``.
+        ValueError: a bad ``max_norm``, ``norm_type`` or ``nonfinite``; a bad tensor
+            ``max_norm`` under ``nonfinite="error"``.
 
     References:
         Pascanu, Mikolov & Bengio, 2013, "On the difficulty of training recurrent neural
         networks".
     """
     policy = check_policy(nonfinite)
-    max_norm = _check_max_norm(max_norm)
+    max_norm = check_max_norm(max_norm)
     parameters = reiterable(parameters)
     # Flat gradient buffers (gradclip.flat) stand for their views; "error" names a view.
     buffers = grad_buffers(parameters) if policy != "error" else None
@@ -241,9 +286,10 @@ def clip_grad_norm_(
     grads = local_tensors(grads)
     if policy == "error":
         raise_if_nonfinite(named, total_norm)
+        raise_if_bad_threshold(max_norm)
     scale_grads_(grads, clip_coefficient(max_norm, total_norm), foreach)
     if policy == "skip":
-        zero_grads_if_(grads, is_nonfinite(total_norm))
+        total_norm = skip_nonfinite_(grads, total_norm, max_norm)
     return total_norm
 
 
@@ -267,8 +313,9 @@ def clip_grad_norm_per_tensor_(
 
     Args:
         parameters: parameters, one parameter, or ``named_parameters()`` pairs.
-        max_norm: the threshold for each tensor, a positive float or a tensor.
-        norm_type: p, a number > 0, or ``inf`` / ``"inf"``.
+        max_norm: the threshold for each tensor, a positive float or a one-element tensor
+            (a bad one under ``"skip"``: every gradient zeroed, NaN norms returned).
+        norm_type: p, any number, or ``inf`` / ``"inf"`` (torch's meaning).
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
         nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
         process_group: the ranks holding the other shards of the gradients, or ``None``.
@@ -281,13 +328,14 @@ def clip_grad_norm_per_tensor_(
         ValueError: a bad ``max_norm``, ``norm_type`` or ``nonfinite``.
     """
     policy = check_policy(nonfinite)
-    max_norm = _check_max_norm(max_norm)
+    max_norm = check_max_norm(max_norm)
     p = check_norm_type(norm_type)
     named = named_grads(parameters)
     grads = [g for _, g in named]
     if not grads:
         return torch.zeros(0)
     if needs_reduction(grads, process_group):
+        check_shardable_norm_type(p)
         norms = distributed_per_tensor_norms(grads, p, foreach, process_group)
     else:
         norms = per_tensor_norms(grads, p, foreach, input_order=True)
@@ -295,9 +343,10 @@ def clip_grad_norm_per_tensor_(
     result = torch.stack([n.to(grads[0].device) for n in norms])
     if policy == "error":
         raise_if_nonfinite(named, result.sum())
+        raise_if_bad_threshold(max_norm)
     scale_(grads, clip_coefficient(max_norm, result).unbind(), foreach)
     if policy == "skip":
-        zero_grads_if_(grads, is_nonfinite(result).any())
+        result = skip_nonfinite_(grads, result, max_norm)
     return result
 
 

@@ -119,7 +119,7 @@ def norm_clip_grad_scale(
     Args:
         grads: the gradients (``None`` entries are ignored).
         max_norm: the threshold.
-        norm_type: p, a number > 0 or ``inf``.
+        norm_type: p, any number or ``inf`` (torch's meaning).
 
     Returns:
         ``(total_norm, grad_scale)``, both 0-dim tensors.

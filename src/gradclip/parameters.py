@@ -91,14 +91,30 @@ def check_positive_number(value: object, name: str, allow_zero: bool = False) ->
 
 
 def check_norm_type(norm_type: object) -> float:
-    """``norm_type`` as a float: any p > 0, or ``inf`` / ``"inf"``."""
+    """``norm_type`` read as torch reads it: ``float(norm_type)``.
+
+    Any p is accepted, with ``torch.linalg.vector_norm``'s meaning: p > 0 and ``inf`` as
+    usual, 0 counts non-zeros, a negative p or ``-inf`` is the harmonic-like norm
+    ``(sum |x|^p)^(1/p)`` (``min |x|`` for ``-inf``); numeric strings such as ``"inf"`` too.
+
+    Args:
+        norm_type: what the caller passed as ``norm_type``.
+
+    Returns:
+        p as a float.
+
+    Raises:
+        TypeError: not a number or a string (torch's ``float()`` fails the same way).
+        ValueError: a string that is not a number.
+    """
     if isinstance(norm_type, str):
-        if norm_type.strip().lower() not in ("inf", "+inf", "infinity"):
-            raise ValueError(f"norm_type must be a number p > 0 or 'inf', got {norm_type!r}")
-        return float("inf")
-    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)):
-        raise TypeError(f"norm_type must be a number p > 0 or 'inf', got {type(norm_type).__name__}")
-    p = float(norm_type)
-    if not p > 0:
-        raise ValueError(f"norm_type must be a number p > 0 or 'inf', got {norm_type!r}")
-    return p
+        try:
+            return float(norm_type)
+        except ValueError:
+            raise ValueError(f"norm_type must be a number or 'inf', got {norm_type!r}") from None
+    try:
+        return float(norm_type)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"norm_type must be a number or 'inf', got {type(norm_type).__name__}"
+        ) from None

@@ -13,7 +13,8 @@ import gradclip
 from tests.core.torch_parity import assert_grads_equal, clone_params, make_params
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-NORM_TYPES = [0.5, 1.0, 1.5, 2.0, 3.0, math.inf]
+# Every p torch accepts: 0 counts non-zeros, negative p and -inf as torch.linalg.vector_norm.
+NORM_TYPES = [0.5, 1.0, 1.5, 2.0, 3.0, math.inf, 0.0, -0.5, -1.0, -2.0, -math.inf]
 
 
 shape_strategy = st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple)

@@ -189,7 +189,7 @@ def test_finite_steps_are_never_flagged_skipped(spec):
     ("build", "argument", "value"),
     [
         (lambda: gradclip.NormClip(-1.0), "max_norm", "-1.0"),
-        (lambda: gradclip.NormClip(1.0, norm_type=0), "norm_type", "0"),
+        (lambda: gradclip.NormClip(1.0, norm_type="two"), "norm_type", "two"),
         (lambda: gradclip.ValueClip(-0.5), "clip_value", "-0.5"),
         (lambda: gradclip.ValueClip(min=1.0, max=0.5), "min", "1.0"),
         (lambda: gradclip.AGC(clipping=0.0), "clipping", "0.0"),

@@ -42,6 +42,8 @@ class AGC(Clipper):
         Without Normalization" (arXiv 2102.06171).
     """
 
+    kind = "agc"
+
     def __init__(
         self,
         clipping: float = 0.01,
@@ -59,7 +61,7 @@ class AGC(Clipper):
         self.process_group = process_group
 
     @torch.no_grad()
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
+    def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         defaults = {"clipping": self.clipping, "eps": self.eps}
         groups = param_groups(parameters, defaults, check_agc_options)
         total_norm = pre_clip_norm(

@@ -15,6 +15,7 @@ from gradclip.nonfinite import check_policy, zero_if_skipped_
 from gradclip.parameters import NamedTensor, ParamsLike
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
+from gradclip.strategies.state import FLOAT, INTEGER, KIND, check_state, count, tensor_of
 
 # First allocation of an unbounded history; it doubles when full.
 INITIAL_CAPACITY = 1024
@@ -62,6 +63,8 @@ class AutoClip(Clipper):
         for Source Separation Networks" (IEEE MLSP 2020).
     """
 
+    kind = "autoclip"
+
     def __init__(
         self,
         quantile: float = 0.1,
@@ -80,7 +83,7 @@ class AutoClip(Clipper):
         self.calls = 0  # clip_ calls, known on the host: bounds `recorded` without a sync
 
     @torch.no_grad()
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
+    def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=("quantile", "history_length"))
         named = all_named_params(groups)
         self._prepare_history(grad_device(named))
@@ -125,16 +128,26 @@ class AutoClip(Clipper):
 
     def state_dict(self) -> dict[str, Any]:
         if self.history is None:
-            return {"calls": self.calls}
-        return {"history": self.history.clone(), "recorded": self.recorded.clone(), "calls": self.calls}
+            return {KIND: self.kind, "calls": self.calls}
+        return {KIND: self.kind, "history": self.history.clone(),
+                "recorded": self.recorded.clone(), "calls": self.calls}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.calls = int(state_dict["calls"])
-        self.history = state_dict.get("history")
-        self.recorded = state_dict.get("recorded")
-        if self.history is not None:
-            self.history = self.history.clone()
-            self.recorded = self.recorded.clone()
+        """Restore the history; a state of another strategy or shape is refused.
+
+        Raises:
+            ValueError: not an AutoClip state, or a history this clipper cannot hold (a
+                ring buffer of another ``history_length``).
+        """
+        history = tensor_of((self.history_length,), FLOAT)
+        tensors = {"history": history, "recorded": tensor_of((), INTEGER)}
+        entries = check_state(self, state_dict, {"calls": count}, tensors)
+        if len(set(tensors) & set(entries)) == 1:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: 'history' and 'recorded' "
+                             "come together")
+        self.calls = entries["calls"]
+        self.history = entries["history"].clone() if "history" in entries else None
+        self.recorded = entries["recorded"].clone() if "recorded" in entries else None
 
     def hyperparameters(self) -> dict[str, Any]:
         return {

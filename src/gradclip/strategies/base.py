@@ -1,14 +1,19 @@
-"""The protocol every clipping strategy follows: ``clip_(parameters) -> ClipStats``."""
+"""The protocol every clipping strategy follows: ``clip_(parameters, loss=None) -> ClipStats``."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
+import torch
+from torch import Tensor
+
+from gradclip._kernels import representable_bound
 from gradclip.parameters import ParamsLike
 from gradclip.stats import ClipStats
+from gradclip.strategies.state import KIND, check_state
 
-__all__ = ["ClipStats", "Clipper", "describe"]
+__all__ = ["ClipStats", "Clipper", "describe", "limit_tensor"]
 
 
 class Clipper(ABC):
@@ -16,21 +21,26 @@ class Clipper(ABC):
 
     Subclasses keep all threshold bookkeeping in tensors so that ``clip_`` never synchronises
     with the host, and make ``state_dict``/``load_state_dict`` carry everything a resumed run
-    needs to reproduce the same thresholds.
+    needs to reproduce the same thresholds. ``kind`` is the strategy's spec name; its state
+    dicts carry it, and a state of another kind is refused at load time.
     """
 
+    kind: ClassVar[str]
     nonfinite: str
     # The ranks holding shards of hand-sharded gradients (``process_group=``), or None:
     # norms and flags are then all-reduced over it, so every rank decides alike.
     process_group: Any = None
 
     @abstractmethod
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
+    def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         """Clip the gradients of ``parameters`` in place and report what happened.
 
         Args:
             parameters: parameters, one parameter, ``named_parameters()`` pairs, or
                 optimizer-style groups (:mod:`gradclip.strategies.groups`).
+            loss: this step's loss (a 0-dim tensor, the same on every rank), for strategies
+                that watch it (``SpikeSkip``); every other strategy ignores it, so callers
+                may always pass it.
 
         Returns:
             What this step saw and did, on the device.
@@ -39,23 +49,46 @@ class Clipper(ABC):
             RuntimeError: a non-finite gradient under ``nonfinite="error"``.
         """
 
+    @property
+    def may_skip(self) -> bool:
+        """Whether ``ClipStats.skipped`` can ever be true: then the optimizer step must be
+        guarded by a host read of it (under ``nonfinite="skip"``, or a skipping strategy)."""
+        return self.nonfinite == "skip"
+
     def state_dict(self) -> dict[str, Any]:
-        """State that must survive a checkpoint (history, EMAs); stateless strategies: ``{}``."""
-        return {}
+        """State that must survive a checkpoint (history, EMAs), with the strategy's ``kind``."""
+        return {KIND: self.kind}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned.
+        """Restore what ``state_dict`` returned, once its kind, keys, types and shapes check.
 
         Args:
-            state_dict: the output of ``state_dict()`` (possibly from a checkpoint).
+            state_dict: the output of ``state_dict()`` (possibly from a checkpoint; one
+                without ``"kind"``, written before the key existed, is read as this kind).
 
         Raises:
-            ValueError: a non-empty state for a strategy that keeps none.
+            ValueError: a state of another strategy, or one this strategy cannot hold (a
+                non-empty state for a strategy that keeps none).
         """
-        if state_dict:
+        if isinstance(state_dict, dict) and set(state_dict) - {KIND}:
             raise ValueError(
-                f"{type(self).__name__} keeps no state, got a state dict with {sorted(state_dict)}"
+                f"{type(self).__name__} keeps no state, got a state dict with "
+                f"{sorted(set(state_dict) - {KIND}, key=str)}"
             )
+        check_state(self, state_dict, {})
+
+    def with_nonfinite(self, nonfinite: str) -> Clipper:
+        """A new clipper with the same hyper-parameters and ``process_group`` under another
+        non-finite policy (no state carried over).
+
+        Args:
+            nonfinite: ``"error"``, ``"skip"`` or ``"propagate"``.
+
+        Returns:
+            The new clipper.
+        """
+        hyperparameters = {**self.hyperparameters(), "nonfinite": nonfinite}
+        return type(self)(**hyperparameters, process_group=self.process_group)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor keywords that rebuild this clipper (its spec string, its ``repr``)."""
@@ -77,3 +110,20 @@ def describe(clipper: Clipper, hyperparameters: dict[str, Any]) -> str:
     """
     arguments = ", ".join(f"{key}={value!r}" for key, value in hyperparameters.items())
     return f"{type(clipper).__name__}({arguments})"
+
+
+def limit_tensor(value: float, device: torch.device) -> Tensor:
+    """A float hyper-parameter as the 0-dim ``ClipStats.threshold`` on ``device``.
+
+    In the default dtype (float32); beyond its range, the value it rounds to (``inf``),
+    where ``torch.full`` would raise an overflow error.
+
+    Args:
+        value: the limit (``max_norm``, ``clip_value``).
+        device: where the stats live.
+
+    Returns:
+        The 0-dim tensor.
+    """
+    dtype = torch.get_default_dtype()
+    return torch.full((), representable_bound(value, dtype), dtype=dtype, device=device)

@@ -11,7 +11,7 @@ from gradclip._kernels import clip_coefficient
 from gradclip.functional import clip_grad_norm_, pre_clip_norm
 from gradclip.nonfinite import check_policy, false_like, skipped_flag, zero_if_skipped_
 from gradclip.parameters import NamedTensor, ParamsLike, check_norm_type, check_positive_number
-from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.base import Clipper, ClipStats, limit_tensor
 from gradclip.strategies.groups import ParamGroup, all_grads, all_named_params, param_groups
 
 
@@ -21,12 +21,14 @@ class NoClip(Clipper):
     The baseline every comparison needs, and a monitor when only the norm is wanted.
     """
 
+    kind = "none"
+
     def __init__(self, *, nonfinite: str | None = None, process_group: Any = None) -> None:
         self.nonfinite = check_policy(nonfinite)
         self.process_group = process_group
 
     @torch.no_grad()
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
+    def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         groups = param_groups(parameters, {})
         total_norm = pre_clip_norm(
             all_named_params(groups), self.nonfinite, process_group=self.process_group
@@ -61,6 +63,8 @@ class NormClip(Clipper):
         networks".
     """
 
+    kind = "norm"
+
     def __init__(
         self,
         max_norm: float,
@@ -78,7 +82,7 @@ class NormClip(Clipper):
         self.process_group = process_group
 
     @torch.no_grad()
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
+    def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         defaults = {"max_norm": self.max_norm, "norm_type": self.norm_type}
         groups = param_groups(parameters, defaults, check_norm_options)
         partitions = _partition(groups)
@@ -92,8 +96,7 @@ class NormClip(Clipper):
             skipped = skipped_flag(self.nonfinite, total_norm)
         else:
             total_norm, clipped, skipped = self._clip_partitions_(groups, partitions)
-        threshold = torch.full((), self.max_norm, device=total_norm.device)
-        return ClipStats(total_norm, threshold, clipped, skipped)
+        return ClipStats(total_norm, limit_tensor(self.max_norm, total_norm.device), clipped, skipped)
 
     def _clip_partitions_(
         self, groups: list[ParamGroup], partitions: dict[tuple, list[NamedTensor]]

@@ -12,7 +12,7 @@ from gradclip.distributed import any_on_any_rank, local_tensors
 from gradclip.functional import clamp_grads_, pre_clip_norm
 from gradclip.nonfinite import check_policy, false_like, zero_if_skipped_
 from gradclip.parameters import ParamsLike, check_positive_number
-from gradclip.strategies.base import Clipper, ClipStats
+from gradclip.strategies.base import Clipper, ClipStats, limit_tensor
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
 
 
@@ -71,6 +71,8 @@ class ValueClip(Clipper):
         clipping), as discussed by Pascanu, Mikolov & Bengio, 2013.
     """
 
+    kind = "value"
+
     def __init__(
         self,
         clip_value: float | None = None,
@@ -90,7 +92,7 @@ class ValueClip(Clipper):
         self.process_group = process_group
 
     @torch.no_grad()
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
+    def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         defaults = {"clip_value": self.clip_value, "min": self.min, "max": self.max}
         groups = param_groups(parameters, defaults, check_value_options)
         total_norm = pre_clip_norm(
@@ -110,7 +112,7 @@ class ValueClip(Clipper):
 
     def _threshold(self, total_norm: Tensor) -> Tensor:
         low, high = value_range({"clip_value": self.clip_value, "min": self.min, "max": self.max})
-        return torch.full((), max(abs(low), abs(high)), device=total_norm.device)
+        return limit_tensor(max(abs(low), abs(high)), total_norm.device)
 
     def hyperparameters(self) -> dict[str, Any]:
         if self.clip_value is not None:

@@ -16,6 +16,7 @@ from gradclip.parameters import ParamsLike, check_positive_number
 from gradclip.strategies.autoclip import grad_device
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
+from gradclip.strategies.state import BOOL, FLOAT, INTEGER, KIND, check_state, count, tensor_of
 
 MODES = ("zscore", "percentile")
 CLIP_OPTIONS = ("adaptive_scaling", "mean")
@@ -56,6 +57,8 @@ class ZClip(Clipper):
         Kumar, Owen, Ashraf & Madhusudhan, 2025, "ZClip: Adaptive Spike Mitigation for LLM
         Pre-Training" (arXiv 2504.02507).
     """
+
+    kind = "zclip"
 
     def __init__(
         self,
@@ -102,7 +105,7 @@ class ZClip(Clipper):
         return max(self.warmup_steps, 1)
 
     @torch.no_grad()
-    def clip_(self, parameters: ParamsLike) -> ClipStats:
+    def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=tuple(self.hyperparameters()))
         named = all_named_params(groups)
         self._prepare_state(grad_device(named))
@@ -186,11 +189,29 @@ class ZClip(Clipper):
             self.state = {key: value.to(device) for key, value in self.state.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, **{key: value.clone() for key, value in self.state.items()}}
+        return {KIND: self.kind, "calls": self.calls,
+                **{key: value.clone() for key, value in self.state.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.calls = int(state_dict["calls"])
-        self.state = {key: value.clone() for key, value in state_dict.items() if key != "calls"}
+        """Restore the statistics; a state of another strategy or shape is refused.
+
+        Raises:
+            ValueError: not a ZClip state, or one of another ``warmup_steps``.
+        """
+        tensors = {
+            "warmup_norms": tensor_of((self.warmup_length,), FLOAT),
+            "collected": tensor_of((), INTEGER),
+            "initialized": tensor_of((), BOOL),
+            "mean": tensor_of((), FLOAT),
+            "var": tensor_of((), FLOAT),
+        }
+        entries = check_state(self, state_dict, {"calls": count}, tensors)
+        held = set(tensors) & set(entries)
+        if held and held != set(tensors):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing "
+                             f"{sorted(set(tensors) - held)} (the statistics come together)")
+        self.calls = entries["calls"]
+        self.state = {key: entries[key].clone() for key in tensors if key in entries}
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
