@@ -1,21 +1,30 @@
 # Quick start: `make demo` then `make test`. Both build .venv on a fresh machine.
+#
+# torch comes from TORCH_INDEX; the default is PyTorch's CPU index, whose torch==2.13.0 is the
+# CPU build (about 200 MB). A plain `pip install torch` on Linux would resolve PyPI's CUDA build
+# and its ~15 nvidia-* packages and triton (several GB). Override either variable:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126   # a CUDA 12.6 build
+#   make demo TORCH_INDEX=                                          # whatever your pip index serves
+#   make demo TORCH_SPEC='torch>=2.6'                               # another torch release
 PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
-TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint docs docs-figures bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.app-installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q '$(TORCH_SPEC)' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[app]'
 	touch $@
 
+# The dev extra is large (about 2 GB with the CPU torch): jax, optax, Lightning, transformers,
+# the zclip/autoclip/pytorch-optimizer references, TensorBoard, mkdocs, build and twine.
 $(VENV)/.dev-installed: $(VENV)/.app-installed
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
@@ -26,11 +35,21 @@ demo: $(VENV)/.app-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks examples scripts
 
+# The docs site into site/ (the tests build it again with --strict: tests/contracts/test_docs_site.py).
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Rerun what the docs publish (the demo table and figure, the quick benchmark): real runs, their
+# command, versions and date recorded beside the results (docs/generated/). Takes about an hour.
+docs-figures: $(VENV)/.app-installed
+	$(BIN)/python scripts/docs_figures.py
+
 test: $(VENV)/.dev-installed lint
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.clip
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build dist site *.egg-info src/*.egg-info

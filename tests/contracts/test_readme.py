@@ -1,50 +1,58 @@
-"""README.md is assembled from docs/readme/*.md, and the Python examples of each section run.
+"""README.md is short, hand-written, and says only what runs.
 
-The strategies section's snippets are run by tests/test_readme_strategies.py and the
-application section's commands by tests/e2e/test_readme_application.py; this file runs the
-Python blocks of every other section.
+Its Python blocks run and its commands are checked in tests/contracts/test_docs.py; its
+`gradclip` commands run in tests/e2e/test_docs_commands.py.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ["core.md", "monitor.md", "performance.md", "distributed.md"]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+MAX_LINES = 300
 
 
-def python_blocks(section: str) -> list[str]:
-    text = (ROOT / "docs" / "readme" / section).read_text(encoding="utf-8")
-    return re.findall(r"```python\n(.*?)```", text, re.S)
+def test_readme_is_at_most_300_lines():
+    assert len(README.splitlines()) <= MAX_LINES
 
 
-BLOCKS = [(section, i, block) for section in SECTIONS for i, block in enumerate(python_blocks(section))]
-
-
-def test_readme_is_assembled_from_the_sections():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_readme.py"), "--check"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
-def test_readme_opens_with_the_two_quick_start_commands():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    quick_start = text[text.index("## Quick start"):][:400]
+def test_readme_opens_with_the_demo_figure_and_the_two_quick_start_commands():
+    assert "](docs/demo.png)" in README[:README.index("## Quick start")]
+    quick_start = README[README.index("## Quick start"):][:400]
     assert "make demo" in quick_start and "make test" in quick_start
 
 
-def test_every_section_shows_at_least_one_python_example():
-    assert {section for section, _, _ in BLOCKS} == set(SECTIONS)
+def test_readme_installs_only_what_works():
+    assert "pip install gradclip" not in README  # not published
+    assert "pip install ." in README and "python -m build" in README
 
 
-@pytest.mark.parametrize("section,index,source", BLOCKS, ids=[f"{s}-{i}" for s, i, _ in BLOCKS])
-def test_readme_python_example_runs(section, index, source, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    torch.manual_seed(0)
-    exec(compile(source, f"docs/readme/{section}#{index}", "exec"), {"__name__": "readme_example"})
+def test_readme_shows_the_three_snippets():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert len(blocks) == 3
+    assert "clip_grad_norm_" in blocks[0]
+    assert "ClippedOptimizer" in blocks[1]
+    assert "GradientMonitor" in blocks[2]
+
+
+def test_readme_shows_the_cli_in_five_lines():
+    (console,) = [block for block in re.findall(r"```console\n(.*?)```", README, re.S)
+                  if "$ gradclip" in block]
+    assert len(console.strip().splitlines()) == 5
+
+
+def test_readme_links_point_at_files_and_headings_that_exist():
+    for target in re.findall(r"\]\(((?!https?:)[^)]+)\)", README):
+        path, _, anchor = target.partition("#")
+        assert (ROOT / path).exists(), target
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", (ROOT / path).read_text(encoding="utf-8"), re.M)
+            assert anchor in {slug(heading) for heading in headings}, target
+
+
+def slug(heading: str) -> str:
+    """The anchor Markdown renderers (GitHub, mkdocs' toc) give a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.lower()).strip()
+    return re.sub(r"[ ]+", "-", text)

@@ -35,8 +35,6 @@ from transformers import (  # noqa: E402
 
 from gradclip.integrations.transformers import GradClipCallback  # noqa: E402
 
-README_FRAGMENT = Path(__file__).resolve().parents[2] / "docs" / "readme" / "huggingface.md"
-
 
 class TokenDataset(torch.utils.data.Dataset):
     """Random token sequences, each its own language-modelling target."""
@@ -372,13 +370,3 @@ def test_fsdp2_dtensor_gradients_give_the_weights_of_the_trainers_clipping(tmp_p
         assert outcome["gradclip_norms"] == pytest.approx(outcome["trainer_norms"], rel=1e-6)
         assert max((outcome["trainer"][k] - outcome["gradclip"][k]).abs().max().item()
                    for k in outcome["trainer"]) <= 1e-6
-
-
-@pytest.mark.parametrize("index", range(len(re.findall(r"```python\n", README_FRAGMENT.read_text(
-    encoding="utf-8")))))
-def test_readme_huggingface_snippet_runs(index, tmp_path, monkeypatch):
-    source = re.findall(r"```python\n(.*?)```", README_FRAGMENT.read_text(encoding="utf-8"), re.S)[index]
-    monkeypatch.chdir(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exec(compile(source, str(README_FRAGMENT), "exec"), {"__name__": "readme_example"})

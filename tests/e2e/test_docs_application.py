@@ -11,7 +11,7 @@ import pytest
 
 from gradclip.app.cli import main
 
-README = Path(__file__).parents[2] / "docs" / "readme" / "application.md"
+README = Path(__file__).parents[2] / "docs" / "application.md"
 FEWER = {"--steps": "4"}
 
 

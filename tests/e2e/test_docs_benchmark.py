@@ -11,7 +11,7 @@ import pytest
 from gradclip.app.experiments import benchmark
 from tests.e2e.cli import run_cli
 
-SECTION = Path(__file__).parents[2] / "docs" / "readme" / "benchmark.md"
+SECTION = Path(__file__).parents[2] / "docs" / "benchmark.md"
 
 
 def commands() -> list[list[str]]:
