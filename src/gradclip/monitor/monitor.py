@@ -22,7 +22,9 @@ clipping, without stats, to see raw per-layer gradients.
 The update-to-weight ratio compares the weights at the reporting step with a snapshot taken
 at the previous ``step()`` call: it measures the optimizer update made between the two
 (so call ``step()`` before ``optimizer.step()``). Snapshots are taken only before reporting
-steps.
+steps, into one buffer allocated at the first snapshot and reused (one
+``torch._foreach_copy_``; the difference is then taken in place), so ``every=1`` costs a copy
+of the weights and two norm passes per step, and ``every=N`` that cost once every N steps.
 """
 
 from __future__ import annotations
@@ -39,12 +41,21 @@ from gradclip.monitor.statistics import (
     module_norms,
     module_path,
     parameter_grad_norms,
-    snapshot_weights,
-    update_ratios,
+    snapshot_weights_,
+    update_ratios_,
 )
 from gradclip.monitor.verdicts import VerdictRules
 from gradclip.parameters import ParamsLike, named_tensors
 from gradclip.stats import ClipStats
+
+
+def recurrent_cells(model: nn.Module | ParamsLike) -> dict[str, str]:
+    """Each recurrent layer's cell by module path: torch's ``mode`` (``"LSTM"``, ``"GRU"``,
+    ``"RNN_TANH"``, ``"RNN_RELU"``), so that the verdicts' fixes fit the model."""
+    if not isinstance(model, nn.Module):
+        return {}
+    return {name or "(root)": module.mode for name, module in model.named_modules()
+            if isinstance(module, nn.RNNBase)}
 
 
 class GradientMonitor:
@@ -83,6 +94,8 @@ class GradientMonitor:
         self.profiles = TimeProfiles()
         self.profile_modules = (self.profiles.attach(model)
                                 if hidden_states and isinstance(model, nn.Module) else [])
+        self.cells = recurrent_cells(model)
+        self._snapshot_buffer: list[Tensor] | None = None
         self._order_hooks = [p.register_post_accumulate_grad_hook(self._arrived(i))
                              for i, p in enumerate(self._parameters)]
         self.reset()
@@ -155,7 +168,8 @@ class GradientMonitor:
         if self._reports_at(self.steps):
             report = self._report(*self._latest)
         if self._reports_at(self.steps + 1):
-            self._snapshot = snapshot_weights(self._parameters)
+            self._snapshot_buffer = snapshot_weights_(self._snapshot_buffer, self._parameters)
+            self._snapshot = self._snapshot_buffer
         self.profiles.recording = self._reports_at(self.steps + 1)
         return report
 
@@ -200,7 +214,7 @@ class GradientMonitor:
         if stats is not None and stats.threshold is not None:
             tensors["threshold"] = stats.threshold
         if self._snapshot is not None:
-            ratios, overall = update_ratios(self._parameters, self._snapshot, self._device)
+            ratios, overall = update_ratios_(self._parameters, self._snapshot, self._device)
             tensors["update_ratios"], tensors["update_ratio"] = ratios, overall
             self._snapshot = None
         # a report between reporting steps shows the time profiles of the last one
@@ -211,7 +225,8 @@ class GradientMonitor:
             step=self.steps, parameter_names=self.parameter_names,
             module_names=self.module_names, tensors=tensors,
             profile_names=tuple(profiles), recent_steps=min(recent, count),
-            stats_steps=self._stats_steps, arrival_order=self._last_arrival, rules=self.rules)
+            stats_steps=self._stats_steps, arrival_order=self._last_arrival, rules=self.rules,
+            cells=self.cells)
 
     def close(self) -> None:
         """Remove every hook the monitor placed on the model."""

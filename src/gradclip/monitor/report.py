@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip.monitor.fixes import RunSetting
 from gradclip.monitor.summary import format_report
 from gradclip.monitor.verdicts import (
     Verdict,
@@ -57,6 +58,7 @@ class GradientReport:
     stats_steps: int = 0
     arrival_order: tuple[int, ...] = ()
     rules: VerdictRules = field(default_factory=VerdictRules, repr=False)
+    cells: dict[str, str] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def _values(self) -> dict[str, list[float]]:
@@ -151,8 +153,10 @@ class GradientReport:
         found.append(spike_verdict(history[-recent:], history[:-recent], self.rules,
                                    self.clip_fraction))
         found.append(growth_verdict(history, self.rules, self.clip_fraction))
-        found.extend(time_verdicts(self.time_profiles, self.rules))
-        found.append(depth_verdict(self.module_norms, self.rules))
+        found.extend(time_verdicts(self.time_profiles, self.rules, self.cells))
+        cells = set(self.cells.values())
+        setting = RunSetting(cell=cells.pop() if len(cells) == 1 else None)
+        found.append(depth_verdict(self.module_norms, self.rules, setting))
         return by_severity([v for v in found if v is not None])
 
     @property

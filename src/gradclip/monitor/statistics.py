@@ -51,14 +51,26 @@ def module_norms(parameter_norms: Tensor, module_index: Tensor, module_count: in
     return squares.index_add_(0, module_index, parameter_norms.square()).sqrt()
 
 
-def snapshot_weights(parameters: Sequence[Tensor]) -> list[Tensor]:
-    """Detached copies of the weights, to measure the next optimizer update against."""
-    return [p.detach().clone() for p in parameters]
+def snapshot_weights_(buffer: list[Tensor] | None, parameters: Sequence[Tensor]) -> list[Tensor]:
+    """Copy the weights into ``buffer`` (allocated on the first call), to measure the next
+    optimizer update against; returns the buffer.
+
+    One ``torch._foreach_copy_`` into memory allocated once: a fresh ``clone()`` per step
+    also pays the allocator (for large weights, new pages from the system on every step).
+    """
+    weights = [p.detach() for p in parameters]
+    if buffer is None or len(buffer) != len(weights):
+        buffer = [torch.empty_like(w) for w in weights]
+    torch._foreach_copy_(buffer, weights)
+    return buffer
 
 
-def update_ratios(parameters: Sequence[Tensor], snapshot: Sequence[Tensor],
-                  device: torch.device) -> tuple[Tensor, Tensor]:
+def update_ratios_(parameters: Sequence[Tensor], snapshot: list[Tensor],
+                   device: torch.device) -> tuple[Tensor, Tensor]:
     """Update-to-weight ratios ``||W_now - W_then|| / ||W_then||``, per parameter and overall.
+
+    ``snapshot`` holds ``W_then``; it is overwritten with ``W_then - W_now`` (the norm is
+    the same), so no second copy of the weights is allocated.
 
     Returns ``((P,) ratios, 0-dim overall ratio)``. A zero weight norm gives ``inf`` for a
     non-zero update and ``nan`` for none (0/0); both read as "no scale to compare with".
@@ -66,11 +78,10 @@ def update_ratios(parameters: Sequence[Tensor], snapshot: Sequence[Tensor],
     References:
         Karpathy (2016), CS231n notes "Neural Networks Part 3": a healthy ratio is ~1e-3.
     """
-    current = [p.detach() for p in parameters]
-    updates = torch._foreach_sub(current, list(snapshot))
-    update_norms = torch.stack([n.to(device, torch.float32)
-                                for n in torch._foreach_norm(updates)])
     weight_norms = torch.stack([n.to(device, torch.float32)
-                                for n in torch._foreach_norm(list(snapshot))])
+                                for n in torch._foreach_norm(snapshot)])
+    torch._foreach_sub_(snapshot, [p.detach() for p in parameters])
+    update_norms = torch.stack([n.to(device, torch.float32)
+                                for n in torch._foreach_norm(snapshot)])
     overall = combined_norm(update_norms) / combined_norm(weight_norms)
     return update_norms / weight_norms, overall

@@ -31,6 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradclip.monitor import fixes
+from gradclip.monitor.fixes import RunSetting
+
 KINDS = ("non-finite", "exploding", "vanishing", "healthy")
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
@@ -39,13 +42,10 @@ FIX_NONFINITE = (
     "(clip_grad_norm_(..., nonfinite='skip'), or --clip norm:... in the CLI); check the "
     "named layer for log(0), division by zero or overflow (fp16: use a GradScaler)")
 FIX_EXPLODING = (
-    "clip the global gradient norm (Pascanu et al. 2013) at a typical healthy norm "
-    "(`gradclip profile` prints one: 'Recommended: --clip norm:...'), or use an adaptive "
-    "threshold (autoclip:0.1, zclip); lowering the learning rate also helps")
-FIX_VANISHING = (
-    "clipping cannot help (it only shrinks gradients): use a gated cell (LSTM or GRU), "
-    "shorter sequences or truncated back-propagation, orthogonal/identity initialisation of "
-    "the recurrent weights, or residual connections and normalisation between layers")
+    "clip the global gradient norm (Pascanu et al. 2013): `gradclip profile` measures the "
+    "norms and prints what to use ('Recommended: --clip ...'); lowering the learning rate "
+    "also helps")
+FIX_VANISHING = fixes.vanishing_fix(RunSetting())  # the cell unknown
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,15 @@ def _exploding_fix(clip_fraction: float | None) -> str:
     return FIX_EXPLODING
 
 
-def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules) -> list[Verdict]:
-    """Vanishing/exploding through time from the per-step gradient norms of recurrent layers."""
+def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules,
+                  cells: dict[str, str] | None = None) -> list[Verdict]:
+    """Vanishing/exploding through time from the per-step gradient norms of recurrent layers.
+
+    ``cells`` names each layer's cell (torch's ``mode``: ``"RNN_TANH"``, ``"LSTM"``, ...), so
+    that the fix fits it (no gated cell is suggested to a gated cell).
+    """
     verdicts = []
+    cells = cells or {}
     ratios = {name: profile[0] / profile[-1] for name, profile in profiles.items()
               if len(profile) > 1 and profile[-1] > 0 and math.isfinite(profile[-1])}
     if not ratios:
@@ -154,17 +160,36 @@ def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules) -> 
             f"{_times(ratios[weakest])} the one reaching the last step; it stays within "
             f"{rules.vanishing_ratio:g}x of the last only over the last {reach} steps, so "
             f"dependencies longer than ~{reach} steps cannot be learnt.",
-            FIX_VANISHING, {"module": weakest, "first_to_last": ratios[weakest],
-                            "reach": reach, "steps": len(profile)}))
-    strongest = max(ratios, key=ratios.get)
-    if ratios[strongest] > 1 / rules.vanishing_ratio:
-        verdicts.append(Verdict(
-            "exploding",
-            f"in {strongest}, the gradient grows going back in time: step 1 receives "
-            f"{ratios[strongest]:.3g}x the gradient of the last of {len(profiles[strongest])} "
-            f"steps (geometric growth with sequence length).",
-            FIX_EXPLODING, {"module": strongest, "first_to_last": ratios[strongest]}))
+            fixes.vanishing_fix(RunSetting(cell=cells.get(weakest))),
+            {"module": weakest, "first_to_last": ratios[weakest], "reach": reach,
+             "steps": len(profile)}))
+    verdicts.extend(growth_in_time(profiles, rules))
     return verdicts
+
+
+def growth_in_time(profiles: dict[str, Sequence[float]], rules: VerdictRules) -> list[Verdict]:
+    """Exploding through time: step 1 receives ``1 / vanishing_ratio`` x the profile's median.
+
+    The median, not the last step, is the reference: under pooling over time (the text
+    model) every step receives its own gradient and the last steps of a padded batch
+    receive almost none, so a first/last ratio reads padding as explosion.
+    """
+    ratios = {name: profile[0] / statistics.median(profile) for name, profile in profiles.items()
+              if len(profile) > 1 and statistics.median(profile) > 0
+              and math.isfinite(profile[0])}
+    if not ratios:
+        return []
+    strongest = max(ratios, key=ratios.get)
+    if not ratios[strongest] > 1 / rules.vanishing_ratio:
+        return []
+    profile = profiles[strongest]
+    return [Verdict(
+        "exploding",
+        f"in {strongest}, the gradient grows going back in time: step 1 receives "
+        f"{ratios[strongest]:.3g}x the median gradient of its {len(profile)} steps (time "
+        f"profile {profile[0]:.2g} at step 1, {profile[-1]:.2g} at the last; geometric "
+        f"growth with sequence length).",
+        FIX_EXPLODING, {"module": strongest, "first_to_median": ratios[strongest]})]
 
 
 def _times(ratio: float) -> str:
@@ -182,8 +207,12 @@ def signal_reach(profile: Sequence[float], ratio: float) -> int:
     return reach
 
 
-def depth_verdict(module_norms: dict[str, float], rules: VerdictRules) -> Verdict | None:
-    """Vanishing (exploding) when the first module's gradient is far below (above) the last's."""
+def depth_verdict(module_norms: dict[str, float], rules: VerdictRules,
+                  setting: RunSetting | None = None) -> Verdict | None:
+    """Vanishing (exploding) when the first module's gradient is far below (above) the last's.
+
+    ``setting`` (the cell, optimizer, ...) words the fix for the model when known.
+    """
     norms = [(name, n) for name, n in module_norms.items() if math.isfinite(n)]
     if len(norms) < 2 or not norms[-1][1] > 0:
         return None
@@ -202,7 +231,8 @@ def depth_verdict(module_norms: dict[str, float], rules: VerdictRules) -> Verdic
         "vanishing",
         f"the first module ({first}) receives a gradient norm of {first_norm:.3g}, "
         f"{ratio:.2g}x the last module's ({last}: {last_norm:.3g}); early layers barely learn.",
-        FIX_VANISHING, {"first_module": first, "last_module": last, "first_to_last": ratio})
+        fixes.vanishing_fix(setting or RunSetting()),
+        {"first_module": first, "last_module": last, "first_to_last": ratio})
 
 
 def by_severity(verdicts: Sequence[Verdict]) -> list[Verdict]:

@@ -141,9 +141,10 @@ def write_report(args: argparse.Namespace, table: str, figures: list[Path], elap
         "",
         f"Success: {criterion}. Diverged: the loss became NaN/Inf, or the final validation "
         f"loss exceeds {comparison.DIVERGENCE_FACTOR:g}x the first training loss. Clip rate: "
-        f"share of steps the clipper changed the gradient. Monitor verdict: the most common "
-        f"verdict of the gradient monitor on each run's final step over the seeds (time "
-        f"profiles measured every {args.log_every} steps).",
+        f"share of steps the clipper changed the gradient. Run verdict: the most common "
+        f"run-level diagnosis over the seeds (gradclip.monitor.diagnosis: the loss, norm, "
+        f"clip and skip histories, and the time profiles measured every {args.log_every} "
+        f"steps; never healthy when the loss diverged or stalled).",
         "",
         table,
         "",

@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         "verdicts": [{"kind": v.kind, "explanation": v.explanation, "fix": v.fix}
                      for v in profile.verdicts()],
         "recommended": None if recommendation is None else list(recommendation.specs),
+        "regime": None if recommendation is None else recommendation.regime,
+        "not_recommended": None if recommendation is None else [
+            {"spec": spec, "why": why} for spec, why in recommendation.not_recommended],
+        "norm_rule": None if recommendation is None else recommendation.norm_rule,
+        "value_rule": None if recommendation is None else recommendation.value_rule,
         "norm_threshold": None if recommendation is None else recommendation.norm_threshold,
         "value_threshold": None if recommendation is None else recommendation.value_threshold,
     }

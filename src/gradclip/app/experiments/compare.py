@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradclip.app.errors import TrainingError, UserError
+from gradclip.app.experiments.diagnosis import diagnose_result
 from gradclip.app.training.loggers import MetricsLogger
 from gradclip.app.training.rundir import SUMMARY, read_metrics, remove_folder, write_json
 from gradclip.app.training.runs import NewRun, create_run
@@ -190,7 +191,7 @@ def row(setting: Setting, results: list[dict[str, Any]], metric: str) -> dict[st
     """The aggregate of one setting over its seeds."""
     summaries = [r["summary"] for r in results]
     evals = [s.get("eval") or {} for s in summaries]
-    verdicts = [r["monitor"]["verdicts"][0]["kind"] for r in results if r["monitor"]]
+    verdicts = [diagnose_result(r)[0].kind for r in results]
     common = max(set(verdicts), key=verdicts.count) if verdicts else "-"
     return {
         "setting": setting, "seeds": len(results),
@@ -208,7 +209,7 @@ def row(setting: Setting, results: list[dict[str, Any]], metric: str) -> dict[st
 def markdown_table(rows: list[dict[str, Any]], metric: str, varying: Sequence[str]) -> str:
     """The report's table, one line per setting."""
     header = (f"| setting | seeds | final val loss | final {metric} | success | diverged "
-              f"| clip rate | max grad norm (median) | monitor verdict | s/run |")
+              f"| clip rate | max grad norm (median) | run verdict | s/run |")
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(

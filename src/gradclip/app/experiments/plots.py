@@ -83,9 +83,11 @@ def plot_profile(global_norms: Sequence[float], module_norms: dict[str, Sequence
     if norms:
         axes[0].hist(norms, bins=log_bins(norms), color="tab:blue", alpha=0.8)
     if recommendation is not None:
+        chosen = any(spec.startswith("norm:") for spec in recommendation.specs)
         axes[0].axvline(recommendation.norm_threshold, color="tab:red", linestyle="--",
-                        label=f"recommended norm:{recommendation.specs[0].split(':')[1]} "
-                              f"(p{recommendation.percentile:g})")
+                        label=f"norm {recommendation.norm_threshold:.2g}: "
+                              f"{recommendation.norm_rule}"
+                              f"{'' if chosen else ' (not recommended here)'}")
         axes[0].legend(fontsize=8)
     axes[0].set(xscale="log", xlabel="global L2 gradient norm per step (log scale)",
                 ylabel="steps", title=f"global gradient norm over {len(global_norms)} steps")
@@ -99,9 +101,11 @@ def plot_profile(global_norms: Sequence[float], module_norms: dict[str, Sequence
     if elements:
         axes[2].hist(elements, bins=log_bins(elements), color="tab:green", alpha=0.8)
     if recommendation is not None and recommendation.value_threshold is not None:
+        chosen = any(spec.startswith("value:") for spec in recommendation.specs)
         axes[2].axvline(recommendation.value_threshold, color="tab:red", linestyle="--",
-                        label=f"recommended value:{recommendation.specs[1].split(':')[1]} "
-                              f"(p{recommendation.value_percentile:g})")
+                        label=f"value {recommendation.value_threshold:.2g}: "
+                              f"{recommendation.value_rule}"
+                              f"{'' if chosen else ' (not recommended here)'}")
         axes[2].legend(fontsize=8)
     axes[2].set(xscale="log", xlabel="|gradient element| (log scale)", ylabel="sampled elements",
                 title="per-element gradient magnitude")

@@ -8,7 +8,6 @@ distribution table, the verdicts and the recommended thresholds are made.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,13 @@ from gradclip.monitor import (
     Verdict,
     recommend_thresholds,
 )
-from gradclip.monitor.recommend import percentile_of, sample_element_magnitudes
+from gradclip.monitor.fixes import RunSetting
+from gradclip.monitor.recommend import (
+    AGC_SPEC,
+    before_divergence,
+    percentile_of,
+    sample_element_magnitudes,
+)
 from gradclip.stats import ClipStats
 
 SAMPLES_PER_STEP = 512  # gradient elements drawn per step for the value threshold
@@ -46,6 +51,7 @@ class GradientProfile:
     first_verdicts: dict[str, Verdict] = field(default_factory=dict)
     last_verdicts: list[Verdict] = field(default_factory=list)
     element_count: int = 0
+    setting: RunSetting = field(default_factory=RunSetting)
 
     def add(self, report: GradientReport, grads: list[torch.Tensor]) -> None:
         """Record one step's report and a sample of its raw gradient elements."""
@@ -83,40 +89,39 @@ class ProfilingMonitor(GradientMonitor):
         return report
 
 
+def run_setting(config: Any) -> RunSetting:
+    """What the advice needs to know of a run's configuration (a ``RunConfig``)."""
+    task, model, train = config.task, config.model, config.train
+    return RunSetting(cell=model.cell, optimizer=train.optimizer, lr=train.lr, clip=train.clip,
+                      seq_len=getattr(task, "seq_len", None), layers=model.layers)
+
+
 def measure(new: NewRun, loggers: list[StepLogger]
             ) -> tuple[Path, dict[str, Any], GradientProfile]:
     """Train the run with the monitor on every step; its folder, summary and profile."""
     with create_run(new) as current:
         trainer = Trainer(current.run_dir, current.config, current.task)
         seed = current.config.train.seed
-        profile = GradientProfile(generator=torch.Generator().manual_seed(seed))
+        profile = GradientProfile(generator=torch.Generator().manual_seed(seed),
+                                  setting=run_setting(current.config))
         monitor = ProfilingMonitor(trainer.model, profile)
         summary = trainer.train(monitor=monitor, loggers=loggers)
         monitor.close()
     return current.run_dir, summary, profile
 
 
-def before_divergence(norms: list[float], factor: float = 100.0, baseline: int = 10) -> int:
-    """How many first steps precede divergence: the first NaN/Inf norm, or the first norm
-    above ``factor`` times the smallest of the first ``baseline`` norms (a run can explode
-    from its second step, so the early median is no safe reference)."""
-    start = [v for v in norms[:baseline] if math.isfinite(v)]
-    limit = factor * min(start) if start else math.inf
-    for index, value in enumerate(norms):
-        if not (math.isfinite(value) and value <= limit):
-            return index
-    return len(norms)
-
-
 def recommend(profile: GradientProfile, percentile: float, value_percentile: float
               ) -> Recommendation | None:
-    """Thresholds from the steps before any divergence; ``None`` when there are none."""
-    kept = before_divergence(profile.global_norms)
-    magnitudes = torch.cat(profile.magnitudes[:kept]) if kept else None
+    """Thresholds and specs from the steps before any divergence; ``None`` when there are
+    none. The clipped-step bound uses the lr of SGD runs only (Adam's step is ~lr anyway)."""
+    setting = profile.setting
+    lr = setting.lr if setting.optimizer == "sgd" else None
+    magnitudes = torch.cat(profile.magnitudes) if profile.magnitudes else None
     try:
-        return recommend_thresholds(profile.global_norms[:kept], magnitudes, percentile,
+        return recommend_thresholds(profile.global_norms, magnitudes, percentile,
                                     value_percentile=value_percentile,
-                                    element_count=profile.element_count or None)
+                                    element_count=profile.element_count or None, lr=lr,
+                                    magnitudes_per_step=SAMPLES_PER_STEP)
     except ValueError:
         return None
 
@@ -152,13 +157,22 @@ def format_profile(profile: GradientProfile, summary: dict[str, Any],
     if kept < steps:
         lines.append(f"note: the gradient norm diverged at step {kept + 1}; the thresholds "
                      f"below come from the {kept} step(s) before it")
-    if recommendation is None:
-        lines.append("Recommended: --clip autoclip:0.1 | --clip zclip (no finite gradient norm "
-                     "was observed; lower the learning rate and profile again)")
-    else:
-        lines.append(f"{recommendation}   (norm: p{recommendation.percentile:g} of the global "
-                     f"norm; value: p{recommendation.value_percentile:g} of |g|, at most "
-                     f"norm / sqrt({profile.element_count}))")
+    lines += recommendation_lines(recommendation)
     return "\n".join(lines)
 
+
+def recommendation_lines(recommendation: Recommendation | None) -> list[str]:
+    """The ``Recommended:`` line (one line of ``--clip SPEC``, best first; every number named
+    by its rule after it), then one line per spec left out and why."""
+    if recommendation is None:
+        return [f"Recommended: --clip {AGC_SPEC}   (no finite gradient norm was observed, so "
+                "no threshold could be measured; lower the learning rate and profile again)"]
+    r = recommendation
+    rules = [f"norm: {r.norm_rule} of the global norm"]
+    if any(spec.startswith("value:") for spec in r.specs):
+        rules.append(f"value: {r.value_rule}")
+    rules.append(f"{AGC_SPEC}: unit-wise, validated by benchmarks.advice")
+    lines = [f"{r}   ({'; '.join(rules)})"]
+    lines += [f"not recommended here: --clip {spec} ({why})" for spec, why in r.not_recommended]
+    return lines
 

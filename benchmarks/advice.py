@@ -1,0 +1,149 @@
+"""Does ``gradclip profile``'s advice hold? Its recommendations trained on 3 seeds, per setting.
+
+    python -m benchmarks.advice [--seeds 3] [--tasks readme,adding,temporal-order,lm]
+                                [--out runs/advice] [--json benchmarks/advice.json]
+
+For each setting (the README's adding problem, T=10, vanilla RNN, SGD lr 0.15, 3,000 steps at
+a constant lr; then the quick benchmark suite's settings, ``gradclip benchmark --suite
+quick``), it profiles the first steps unclipped (seed 0, as ``gradclip profile`` does),
+takes the recommendation, and trains every recommended spec, and the specs the profile
+left out that have a measured threshold (``norm:X``, ``spikeskip+norm:X``), on each seed.
+A row: the setting, the spec, whether the profile recommended it, success (the task's own
+criterion) and divergence over the seeds, the final metric, and the run-level verdict of
+``gradclip.monitor.diagnosis`` (most common over the seeds). Runs are ordinary run folders
+under ``--out``; a rerun trains only what did not finish. One run at a time, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine, write_json
+from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
+from gradclip.app.experiments import compare
+from gradclip.app.experiments.benchmark import SUITES, TaskSetting, hard_settings, is_known, safe
+from gradclip.app.experiments.diagnosis import diagnose_result
+from gradclip.app.experiments.profile import measure, recommend
+from gradclip.app.tasks import task_class
+from gradclip.app.training.loggers import MetricsLogger
+from gradclip.app.training.rundir import remove_folder
+from gradclip.app.training.runs import NewRun
+
+README = TaskSetting(
+    "README: adding T=10, rnn 64, SGD lr 0.15 constant, 3,000 steps",
+    TaskOptions("adding", 0, 64, seq_len=10), ModelConfig(hidden_size=64),
+    TrainConfig(lr=0.15, optimizer="sgd", momentum=0.9, total_steps=3000, batch_size=64,
+                device="cpu", threads=1, checkpoint_every=0, eval_every=0, log_every=50),
+    profile_steps=300)
+
+
+def settings(names: list[str]) -> dict[str, TaskSetting]:
+    """``readme`` and the quick suite's tasks, by name."""
+    found = {"readme": README}
+    found.update({s.options.name: s for s in hard_settings(SUITES["quick"], None)})
+    return {name: found[name] for name in names}
+
+
+def profile(setting: TaskSetting, folder: Path) -> Any:
+    """The unclipped profile of seed 0 and ``gradclip profile``'s recommendation from it."""
+    remove_folder(folder)
+    train = dataclasses.replace(setting.train, clip="none", total_steps=setting.profile_steps,
+                                epochs=None, log_every=0, eval_every=0)
+    _, _, measured = measure(NewRun(setting.options, setting.model, train, folder),
+                             [MetricsLogger(folder)])
+    return recommend(measured, 90.0, 99.0)
+
+
+def candidates(recommendation: Any) -> list[tuple[str, bool]]:
+    """Every recommended spec, then the left-out specs with a measured threshold."""
+    chosen = [(spec, True) for spec in recommendation.specs]
+    norm = next(spec for spec, _ in recommendation.not_recommended + tuple(
+        (s, "") for s in recommendation.specs) if spec.startswith("norm:"))
+    extra = [norm, f"spikeskip+{norm}"]
+    chosen += [(spec, False) for spec in extra
+               if spec not in recommendation.specs and is_known(spec)]
+    return chosen
+
+
+def outcome_row(name: str, setting: TaskSetting, spec: str, recommended: bool,
+                runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One spec's outcome over the seeds."""
+    kind = task_class(setting.options.name)
+    metric = [compare.number((r["summary"].get("eval") or {}).get(kind.metric_name))
+              for r in runs]
+    verdicts = [diagnose_result(r)[0].kind for r in runs]
+    common, count = collections.Counter(verdicts).most_common(1)[0]
+    criterion = runs[0]["summary"].get("success_criterion")
+    return {"setting": name, "label": setting.label, "spec": spec, "recommended": recommended,
+            "seeds": len(runs),
+            "success": sum(bool(r["summary"].get("success")) for r in runs) if criterion
+            else None,
+            "diverged": sum(compare.diverged(r) for r in runs),
+            "metric_name": kind.metric_name, "metric": metric,
+            "verdict": f"{common} {count}/{len(runs)}", "verdicts": verdicts}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| setting | spec | recommended | success | diverged | final metric (mean ± sd) "
+             "| run verdict |", "|---|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        success = "—" if r["success"] is None else f"{r['success']}/{r['seeds']}"
+        lines.append(f"| {r['setting']} | {r['spec']} | {'yes' if r['recommended'] else 'no'} "
+                     f"| {success} | {r['diverged']}/{r['seeds']} | {r['metric_name']} "
+                     f"{compare.mean_std(r['metric'])} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def holds(rows: list[dict[str, Any]]) -> bool:
+    """The goal: every recommended spec succeeds on >= 2/3 of the seeds (where the task has a
+    criterion) and diverges on none."""
+    return all(r["diverged"] == 0 and (r["success"] is None
+                                      or r["success"] >= math.ceil(2 * r["seeds"] / 3))
+               for r in rows if r["recommended"])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tasks", default="readme,adding,temporal-order,lm")
+    parser.add_argument("--out", type=Path, default=Path("runs/advice"))
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    rows, advice = [], {}
+    for name, setting in settings(args.tasks.split(",")).items():
+        recommendation = profile(setting, args.out / "profiles" / name)
+        advice[name] = {"specs": list(recommendation.specs), "regime": recommendation.regime,
+                        "norm_threshold": recommendation.norm_threshold,
+                        "kept_steps": recommendation.kept_steps}
+        print(f"{name}: {recommendation}  (regime {recommendation.regime})", flush=True)
+        specs = candidates(recommendation)
+        points = [((spec, chosen), setting.run(spec, seed, args.out / "runs" / name
+                                               / f"{safe(spec)}-seed{seed}"))
+                  for spec, chosen in specs for seed in range(args.seeds)]
+        grouped = compare.run_grid(points, specs, jobs=1, reuse_finished=True)
+        rows += [outcome_row(name, setting, spec, chosen, runs)
+                 for (spec, chosen), runs in grouped.items()]
+        print(table([r for r in rows if r["setting"] == name]), flush=True)
+    print("\n" + table(rows))
+    verdict = holds(rows)
+    print(f"\nevery recommended spec succeeded on >= 2/3 seeds and diverged on none: {verdict}"
+          f" ({time.perf_counter() - started:.0f} s)")
+    result = {"machine": machine(), "seeds": args.seeds, "advice": advice, "rows": rows,
+              "holds": verdict,
+              "median_metric": {f"{r['setting']} {r['spec']}": statistics.median(
+                  [v for v in r["metric"] if math.isfinite(v)] or [math.nan]) for r in rows}}
+    if args.json:
+        write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The run-level diagnosis of a finished run folder (``gradclip.monitor.diagnosis`` on its files).
+
+Reads ``metrics.jsonl`` (loss, pre-clip norm, clipped, skipped, per-module norms every
+``--log-every`` steps), ``summary.json`` (final validation loss, success), ``config.json``
+(cell, optimizer, lr, clip, length: the fixes fit them) and the monitor's last report
+(``monitor.json``: the time profiles).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from gradclip.app.training.rundir import read_metrics
+from gradclip.monitor.diagnosis import RunHistory, diagnose_run
+from gradclip.monitor.fixes import RunSetting
+from gradclip.monitor.verdicts import Verdict
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def run_history(records: list[dict[str, Any]], summary: dict[str, Any],
+                monitored: dict[str, Any] | None) -> RunHistory:
+    """A run's histories from its metrics records, summary and last monitor report."""
+    module_norms: dict[str, list[float]] = {}
+    for record in records:
+        for name, norm in (record.get("layer_grad_norms") or {}).items():
+            module_norms.setdefault(name, []).append(_number(norm))
+    evaluation = summary.get("eval") or {}
+    final = evaluation.get("loss")
+    return RunHistory(
+        losses=[_number(r.get("loss")) for r in records],
+        grad_norms=[_number(r.get("grad_norm")) for r in records],
+        clipped=[bool(r.get("clipped")) for r in records],
+        skipped=[bool(r.get("skipped")) for r in records],
+        module_norms=module_norms,
+        time_profiles=(monitored or {}).get("time_profiles") or {},
+        final_loss=None if final is None else _number(final),
+        success=summary.get("success") if summary.get("success_criterion") else None)
+
+
+def run_setting(config: dict[str, Any]) -> RunSetting:
+    """The advice's view of a ``config.json``."""
+    model, train = config.get("model", {}), config.get("train", {})
+    return RunSetting(cell=model.get("cell"), optimizer=train.get("optimizer"),
+                      lr=train.get("lr"), clip=train.get("clip"),
+                      seq_len=config.get("task", {}).get("seq_len"), layers=model.get("layers"))
+
+
+def diagnose_result(result: dict[str, Any]) -> list[Verdict]:
+    """The run verdicts of one ``compare`` result (``run_dir``, ``summary``, ``monitor``)."""
+    run_dir = Path(result["run_dir"])
+    records = read_metrics(run_dir)
+    if not records:
+        return [Verdict("diverged", "the run recorded no step.", "see the run's summary.json")]
+    config = json.loads((run_dir / "config.json").read_text())
+    history = run_history(records, result["summary"], result.get("monitor"))
+    return diagnose_run(history, run_setting(config))

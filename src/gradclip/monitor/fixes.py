@@ -1,0 +1,157 @@
+"""The fix to try for each diagnosis, worded for the run's own model, optimizer, lr and clipper.
+
+A fix is only as good as its fit: a gated cell is no advice to an LSTM user, "clip the norm"
+none to a run that already does, and "lower the learning rate" is more useful with a number.
+Each function here takes the :class:`RunSetting` (what is known of the run; unknown fields are
+``None`` and the advice stays generic) and returns one sentence or a few joined by "; ".
+
+References:
+    Pascanu, Mikolov & Bengio (2013), "On the difficulty of training recurrent neural
+    networks" (clipping for exploding gradients; it cannot help vanishing ones).
+    Le, Jaitly & Hinton (2015), "A Simple Way to Initialize Recurrent Networks of Rectified
+    Linear Units" (identity initialisation, IRNN).
+    Jozefowicz, Zaremba & Sutskever (2015), "An Empirical Exploration of Recurrent Network
+    Architectures" (forget-gate bias of 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GATED_CELLS = ("lstm", "gru")
+ADAPTIVE_CLIPS = ("autoclip", "zclip", "adagc", "agc", "spikeskip")
+PROFILE_HINT = "`gradclip profile` with the same options prints one ('Recommended: --clip norm:...')"
+
+
+@dataclass(frozen=True)
+class RunSetting:
+    """What the advice knows about a run; ``None`` where unknown (the advice stays generic).
+
+    ``cell``: ``"rnn"``, ``"rnn-relu"``, ``"lstm"``, ``"gru"`` (or torch's modes ``RNN_TANH``,
+    ``RNN_RELU``, ``LSTM``, ``GRU``); ``clip``: the spec string (``"none"`` or ``None``: no
+    clipping).
+    """
+
+    cell: str | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    clip: str | None = None
+    seq_len: int | None = None
+    layers: int | None = None
+
+    @property
+    def cell_name(self) -> str | None:
+        modes = {"rnn_tanh": "rnn", "rnn_relu": "rnn-relu"}
+        return None if self.cell is None else modes.get(self.cell.lower(), self.cell.lower())
+
+    @property
+    def gated(self) -> bool:
+        return self.cell_name in GATED_CELLS
+
+    @property
+    def clipping(self) -> bool:
+        return self.clip not in (None, "", "none")
+
+    @property
+    def clip_family(self) -> str | None:
+        """The strategy name of the clip spec (the last member of a ``+`` chain)."""
+        if not self.clipping:
+            return None
+        return self.clip.split("+")[-1].split(":")[0]
+
+    def lower_lr(self) -> str:
+        """"lower the learning rate" with a number when the lr is known."""
+        if self.lr is None:
+            return "lower the learning rate"
+        return f"lower the learning rate (e.g. --lr {self.lr / 3:.2g}, a third of {self.lr:g})"
+
+
+def diverged_fix(setting: RunSetting) -> str:
+    """The loss diverged: clip when not clipping, else tighten or fix the adaptive one."""
+    family = setting.clip_family
+    if family is None:
+        return (f"clip the global gradient norm at a typical healthy norm ({PROFILE_HINT}); "
+                f"or {setting.lower_lr()}; --nonfinite skip keeps a NaN step out of the weights")
+    if family in ("autoclip", "zclip", "adagc"):
+        return (f"{setting.clip} derives its threshold from the norms it has seen, so it "
+                "followed them up as they grew: use a fixed norm threshold measured on an "
+                f"unclipped start ({PROFILE_HINT}), or {setting.lower_lr()}")
+    return (f"{setting.clip} bounded each gradient, yet the updates still diverged: "
+            f"{setting.lower_lr()}, or lower the threshold")
+
+
+def exploding_fix(setting: RunSetting) -> str:
+    """Spikes or growth in the norm: clip if not clipping; say what clipping already does."""
+    if not setting.clipping:
+        return (f"clip the global gradient norm (Pascanu et al. 2013) at a typical healthy "
+                f"norm ({PROFILE_HINT}); or {setting.lower_lr()}")
+    return (f"{setting.clip} already bounds each update; if the loss suffers at the spikes, "
+            f"lower the threshold or {setting.lower_lr()}")
+
+
+def vanishing_fix(setting: RunSetting) -> str:
+    """Clipping cannot help; the remedies that apply to this cell and optimizer."""
+    parts = ["clipping cannot help (it only shrinks gradients)"]
+    if setting.gated:
+        parts.append(f"the cell is already gated ({setting.cell_name}): use shorter sequences "
+                     "or truncated back-propagation")
+        if setting.cell_name == "lstm":
+            parts.append("initialise the forget-gate bias to 1 so the cell keeps its memory")
+    elif setting.cell_name is None:
+        parts.append("use a gated cell (LSTM or GRU) if the model is a vanilla RNN, shorter "
+                     "sequences or truncated back-propagation")
+    else:
+        parts.append("use a gated cell (--model lstm or --model gru), or shorter sequences")
+        parts.append("orthogonal or identity initialisation of the recurrent weights "
+                     "(identity with ReLU: IRNN, Le et al. 2015)")
+    if setting.layers is None or setting.layers > 1:
+        parts.append("residual connections and normalisation between stacked layers")
+    if setting.optimizer == "sgd":
+        parts.append("an adaptive optimizer (--optimizer adam) rescales small gradients")
+    return "; ".join(parts)
+
+
+def stalled_fix(setting: RunSetting, clip_fraction: float | None) -> str:
+    """The loss did not fall: a too-tight threshold first, then the optimizer."""
+    if tight(setting, clip_fraction):
+        return tight_fix(setting, clip_fraction)
+    parts = []
+    if setting.optimizer == "sgd":
+        parts.append("try --optimizer adam, or a larger learning rate if the norms stay "
+                     "small and nothing diverges")
+    else:
+        parts.append("a larger learning rate, or more steps")
+    if not setting.gated and setting.cell_name is not None:
+        parts.append("a gated cell (--model lstm or gru) learns longer dependencies")
+    return "; ".join(parts)
+
+
+def tight(setting: RunSetting, clip_fraction: float | None) -> bool:
+    """A fixed norm threshold that fired on at least half of the steps (a value clip fires
+    whenever one entry of the gradient exceeds it: on nearly every step by design)."""
+    return (setting.clip_family == "norm" and clip_fraction is not None
+            and clip_fraction >= 0.5)
+
+
+def tight_fix(setting: RunSetting, clip_fraction: float | None) -> str:
+    """The threshold is too tight: clipping on most steps makes it a fixed step length."""
+    return (f"the threshold is too tight: {setting.clip} fired on {clip_fraction:.0%} of the "
+            "steps, so it shortened ordinary updates, not only spikes; raise it to about the "
+            f"90th percentile of the unclipped norms ({PROFILE_HINT})")
+
+
+def zeroed_fix(setting: RunSetting) -> str:
+    """A gradient exactly 0 all run: not vanishing, a cut signal."""
+    if setting.clip_family == "value":
+        return (f"with {setting.clip}, each update could still be large in norm (the value "
+                "bound times the square root of the number of entries), which saturates tanh "
+                "units whose derivative is then exactly 0: clip the norm instead "
+                f"({PROFILE_HINT}), or raise the value threshold")
+    return ("look for saturated units (tanh/sigmoid at +-1 have a derivative of exactly 0), a "
+            f"detached tensor or frozen parameters; {setting.lower_lr()}")
+
+
+def nonfinite_fix(setting: RunSetting) -> str:
+    """NaN/Inf gradients that the run survived (skipped) or that stopped it."""
+    return (f"{setting.lower_lr()}; clip with --nonfinite skip so that a NaN step is skipped; "
+            "check the named layer for log(0), division by zero or overflow (fp16: GradScaler)")
