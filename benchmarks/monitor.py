@@ -1,60 +1,43 @@
-"""Overhead of ``GradientMonitor`` on a training step of an LSTM model.
+"""Overhead of ``GradientMonitor`` on a training step of the LSTM text model.
 
-    python -m benchmarks.monitor [--threads 1] [--repeats 30] [--json PATH]
+    python -m benchmarks.monitor [--threads 1] [--repeats 20] [--quick] [--json PATH]
 
-One step: ``zero_grad``, forward of a 1-layer LSTM (hidden 128) over a batch of 64
-sequences of length 100, cross-entropy, ``backward``, ``optimizer.step`` (SGD). Timed
-round-robin with and without the monitor:
+One step of the application's text model (``RecurrentModel``: embedding 20,000 x 128 ->
+LSTM 64 -> 6 labels, 2.6 M parameters, 10.4 MB of weights; a batch of 64 comments of 128
+tokens; Adam), as in ``benchmarks.step``: ``zero_grad``, forward, loss, ``backward``,
+``monitor.step()``, ``optimizer.step``. Timed round-robin (process CPU time, medians) with
+and without the monitor:
 
-- ``monitor every=1``: ``monitor.step()`` each step, with the time-profile hooks on the LSTM
-  (the report is created every step but not read, as in a loop that only prints it now and
-  then);
-- ``monitor every=1, read``: the same, and the report's summary built (``str(report)``, one
-  host transfer plus the verdicts in Python) every step;
-- ``monitor every=50``: the statistics every step, a report every 50th;
-- ``monitor.step() alone``: just the monitor's per-step work on the LSTM's gradients (no
-  forward/backward), the most robust figure on a busy machine.
+- ``monitor every=1``: ``monitor.step()`` each step (a report each step, not read; the
+  time-profile hooks run every step, the weight snapshot for the update/weight ratio every
+  10th, the default ``update_every``);
+- ``monitor every=1, update_every=1``: the update/weight ratio measured every step too;
+- ``monitor every=1, read``: the same, and ``str(report)`` each step (one host transfer,
+  the verdicts in Python);
+- ``monitor every=1, no time profiles``: ``hidden_states=False``;
+- ``monitor every=10`` / ``every=50``: a report (and so a snapshot) every N steps;
+- ``monitor.step() alone``: the monitor's own work on the model's gradients, no training.
 
-Prints the median step time of each and its ratio to the plain step.
+Prints ``torch.get_num_threads()``, the load average, each median and its ratio to the
+plain step, and the *tail* ratio: ``1 + (median tail - plain's median tail) / plain's
+median step``, where the tail is the part after ``backward()`` (the monitor's step and the
+optimizer step), the same cost without the noise of forward and backward on a shared
+machine (it leaves out the time-profile hooks, which run inside ``backward()``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
+import statistics
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 import gradclip
 from benchmarks.common import interleaved_medians, machine, print_table, write_json
-
-
-class LSTMClassifier(nn.Module):
-    def __init__(self, inputs: int = 8, hidden: int = 128, classes: int = 4):
-        super().__init__()
-        self.lstm = nn.LSTM(inputs, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-        return self.head(self.lstm(sequences)[0][:, -1])
-
-
-def training_step(model: nn.Module, after_backward: Callable[[], object] | None
-                  ) -> Callable[[], None]:
-    """A closure running one optimizer step, calling ``after_backward`` before the update."""
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(64, 100, 8, generator=generator)
-    targets = torch.randint(0, 4, (64,), generator=generator)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(inputs), targets).backward()
-        if after_backward is not None:
-            after_backward()
-        optimizer.step()
-    return step
+from benchmarks.step import TrainingStep, text_batch, text_model
 
 
 def read_each(monitor: gradclip.GradientMonitor) -> Callable[[], None]:
@@ -65,42 +48,72 @@ def read_each(monitor: gradclip.GradientMonitor) -> Callable[[], None]:
     return after_backward
 
 
+def variants(quick: bool) -> dict[str, Callable[[], object]]:
+    """Every timed step by name; each owns a copy of the same model and its optimizer."""
+    base, batch = text_model(quick), text_batch(quick)
+
+    def step(monitor_options: dict[str, object] | None, read: bool = False) -> TrainingStep:
+        model = copy.deepcopy(base)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        if monitor_options is None:
+            return TrainingStep(model, optimizer, batch)
+        monitor = gradclip.GradientMonitor(model, **monitor_options)
+        return TrainingStep(model, optimizer, batch,
+                            read_each(monitor) if read else monitor.step)
+
+    options = {
+        "monitor every=1": {"every": 1},
+        "monitor every=1, update_every=1": {"every": 1, "update_every": 1},
+        "monitor every=1, no time profiles": {"every": 1, "hidden_states": False},
+        "monitor every=10": {"every": 10},
+        "monitor every=50": {"every": 50},
+    }
+    steps: dict[str, Callable[[], object]] = {"plain": step(None)}
+    alone = step(None)
+    alone()  # leaves gradients in place
+    for name, monitor_options in options.items():
+        try:  # an older gradclip (for a before/after table) lacks update_every
+            steps[name] = step(monitor_options)
+            if name == "monitor every=1":
+                steps["monitor every=1, read"] = step(monitor_options, read=True)
+            steps[name.replace("monitor", "monitor.step() alone", 1)] = \
+                gradclip.GradientMonitor(alone.model, **monitor_options).step
+        except TypeError:
+            print(f"{name}: not in this version of gradclip")
+    return steps
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="a tiny model (for tests)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch.set_num_threads({args.threads}); torch {torch.__version__}")
-    torch.manual_seed(0)
-    models = {name: LSTMClassifier() for name in
-              ("plain", "monitor every=1", "monitor every=1, read", "monitor every=50")}
-    steps = {
-        "plain": training_step(models["plain"], None),
-        "monitor every=1": training_step(
-            models["monitor every=1"],
-            gradclip.GradientMonitor(models["monitor every=1"], every=1).step),
-        "monitor every=1, read": training_step(
-            models["monitor every=1, read"],
-            read_each(gradclip.GradientMonitor(models["monitor every=1, read"], every=1))),
-        "monitor every=50": training_step(
-            models["monitor every=50"],
-            gradclip.GradientMonitor(models["monitor every=50"], every=50).step),
-    }
-    alone_model = LSTMClassifier()
-    training_step(alone_model, None)()  # leaves gradients in place
-    alone = gradclip.GradientMonitor(alone_model, every=1000000)
-    steps["monitor.step() alone"] = alone.step
+    load = os.getloadavg()
+    print(f"torch.set_num_threads({args.threads}): torch.get_num_threads() = "
+          f"{torch.get_num_threads()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"torch {torch.__version__}")
+    steps = variants(args.quick)
     medians = interleaved_medians(steps, args.repeats, warmup=3)
     base = medians["plain"]
-    rows = [("variant", "median step (ms)", "ratio to plain")]
-    rows += [(name, f"{seconds * 1e3:.2f}", f"{seconds / base:.3f}")
+    tails = {name: statistics.median(step.tail_times[3:]) for name, step in steps.items()
+             if isinstance(step, TrainingStep)}
+    tail_ratio = {name: 1 + (tail - tails["plain"]) / base for name, tail in tails.items()}
+    rows = [("variant", "median step (ms)", "ratio to plain", "tail ratio")]
+    rows += [(name, f"{seconds * 1e3:.2f}", f"{seconds / base:.3f}",
+              f"{tail_ratio[name]:.3f}" if name in tail_ratio else "")
              for name, seconds in medians.items()]
-    print_table("LSTM 128, batch 64 x 100 steps, SGD: training step with the monitor", rows)
-    result = {"machine": machine(), "threads": args.threads,
+    print_table("LSTM text model (2.6 M parameters), batch 64 x 128 tokens, Adam: "
+                "training step with the monitor", rows)
+    after = os.getloadavg()
+    print(f"load average after: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
+    result = {"machine": machine(), "threads": torch.get_num_threads(),
+              "load_average_before": list(load), "load_average_after": list(after),
               "median_ms": {n: round(s * 1e3, 3) for n, s in medians.items()},
-              "ratio": {n: round(s / base, 4) for n, s in medians.items()}}
+              "ratio": {n: round(s / base, 4) for n, s in medians.items()},
+              "tail_ratio": {n: round(r, 4) for n, r in tail_ratio.items()}}
     if args.json:
         write_json(args.json, result)
     return result

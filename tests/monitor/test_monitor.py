@@ -69,7 +69,7 @@ def test_global_norm_is_the_clippers_pre_clip_norm_when_stats_are_given():
 
 def test_update_ratio_measures_the_optimizer_step_between_two_calls():
     model = two_layer_model()
-    monitor = GradientMonitor(model)
+    monitor = GradientMonitor(model, update_every=1)
     backward(model)
     monitor.step()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -84,6 +84,32 @@ def test_update_ratio_measures_the_optimizer_step_between_two_calls():
     all_weights = torch.cat([w.reshape(-1) for w in before.values()])
     assert report.update_ratio == pytest.approx(
         0.5 * math.sqrt(weight.numel()) / all_weights.norm().item(), rel=1e-6)
+
+
+def test_every_step_reports_but_the_update_ratio_is_measured_every_10th_by_default():
+    model = two_layer_model()
+    monitor = GradientMonitor(model, every=1)
+    assert monitor.update_every == 10
+    steps = []
+    for _ in range(25):
+        backward(model)
+        with torch.no_grad():
+            model[0].weight.add_(0.01)
+        steps.append(monitor.step().update_ratio_step)
+    assert steps[:9] == [None] * 9
+    assert steps[9:20] == [10] * 10 + [20]
+    assert steps[-1] == 20
+
+
+@pytest.mark.parametrize(("every", "expected"), [(1, 10), (3, 12), (10, 10), (50, 50)])
+def test_default_update_every_is_a_multiple_of_every_of_at_least_10(every, expected):
+    assert GradientMonitor(two_layer_model(), every=every).update_every == expected
+
+
+@pytest.mark.parametrize("bad", [0, 3, True, 2.0])
+def test_update_every_must_be_a_positive_multiple_of_every(bad):
+    with pytest.raises(ValueError, match="update_every"):
+        GradientMonitor(two_layer_model(), every=2, update_every=bad)
 
 
 def test_first_report_has_no_update_ratio_without_an_earlier_snapshot():

@@ -130,3 +130,17 @@ def test_spikes_a_clipper_caught_in_a_learning_run_leave_it_healthy():
     setting = RunSetting(cell="rnn", optimizer="sgd", lr=0.15, clip="norm:1.0")
     assert kinds(RunHistory(learning_losses(), norms, clipped=[False] * STEPS), setting) == [
         "healthy"]
+
+
+def test_a_falling_loss_that_missed_the_tasks_criterion_is_learning_not_healthy():
+    verdicts = diagnose_run(RunHistory(learning_losses(), stable_norms(), success=False),
+                            RNN_SGD)
+    assert [v.kind for v in verdicts] == ["learning"]
+    assert "train longer" in verdicts[0].fix
+
+
+def test_a_lower_validation_loss_after_noisy_passages_is_not_unstable():
+    # a text's passages differ: one easy stretch of steps must not make the end look bad
+    losses = learning_losses()
+    losses[100:120] = [0.001] * 20
+    assert kinds(RunHistory(losses, stable_norms(), final_loss=losses[-1] * 1.5)) == ["healthy"]

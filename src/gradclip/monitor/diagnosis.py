@@ -7,10 +7,11 @@ of one step; a run is judged by what happened to its loss. ``diagnose_run`` comb
   *diverged* when the loss became NaN/Inf (and the step was not skipped) or ended
   ``divergence_factor`` x above its first value, or above ``ended_above_factor`` x its first
   value and ``regression_factor`` x its best piece; *unstable* when it learnt and then ended
-  (the final validation loss, when given) ``regression_factor`` x above its best piece;
+  (the final validation loss, when given) ``regression_factor`` x above its best quarter;
   *diverged* too when the median piece is ``above_start_factor`` x above the first loss (it
   ran above its start); *stalled* when no piece got below
-  ``stall_ratio`` x the first piece (and the task, if judged, was not learnt);
+  ``stall_ratio`` x the first piece (and the task, if judged, was not learnt); *learning*
+  when it fell but the task's own criterion was not met;
 - the norm history: isolated *spikes* (a norm ``spike_factor`` x the median of the previous
   ``spike_window`` steps) and *growth* (the last piece's median ``growth_factor`` x the
   first's);
@@ -20,7 +21,8 @@ of one step; a run is judged by what happened to its loss. ``diagnose_run`` comb
   that evidence (the ratio and how many final steps the signal reaches, in the text), and a
   module whose gradient was exactly 0 on every logged step is *zeroed*, not vanishing.
 
-Never *healthy* when the loss diverged, ended far above its start, or stalled.
+Never *healthy* when the loss diverged, ended far above its start, stalled, or the task's
+criterion was not met.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gradclip.monitor.fixes import RunSetting
 from gradclip.monitor.verdicts import Verdict, VerdictRules, depth_verdict, signal_reach
 
 RUN_KINDS = ("diverged", "non-finite", "unstable", "zeroed", "vanishing", "stalled",
-             "exploding", "tight", "healthy")
+             "exploding", "tight", "learning", "healthy")
 
 
 @dataclass(frozen=True)
@@ -137,12 +139,16 @@ def loss_verdict(history: RunHistory, setting: RunSetting, rules: RunRules) -> V
         return Verdict("non-finite", f"{len(bad)} step(s) had a NaN/Inf loss, first at step "
                        f"{bad[0] + 1}; they were skipped and the run went on.",
                        fixes.nonfinite_fix(setting), {"steps": len(bad), "first": bad[0] + 1})
-    end = max(final, pieces[-1])
-    if best <= rules.stall_ratio * pieces[0] and end > rules.regression_factor * best:
+    # quarters, not the fine pieces: a text's passages differ in difficulty (lm), so the
+    # best 5% of a healthy run can be far below its end
+    quarters = chunk_medians(losses, 4)
+    end, best_quarter = max(final, quarters[-1]), min(quarters)
+    if best <= rules.stall_ratio * pieces[0] and end > rules.regression_factor * best_quarter:
+        best = best_quarter
         which = "final validation loss" if end == final != pieces[-1] else "loss"
         return Verdict(
-            "unstable", f"the loss fell to {best:.3g} (median of its best "
-            f"{_piece(len(losses), rules)}), then the {which} ended at {end:.3g}, "
+            "unstable", f"the loss fell to {best:.3g} (median of its best quarter), then "
+            f"the {which} ended at {end:.3g}, "
             f"{end / best:.3g}x its best: training was thrown off.",
             fixes.exploding_fix(setting), {"best": best, "final": end})
     if best > rules.stall_ratio * pieces[0] and not history.success:
@@ -152,6 +158,12 @@ def loss_verdict(history: RunHistory, setting: RunSetting, rules: RunRules) -> V
             f"last {pieces[-1]:.3g}): the model is not learning.",
             fixes.stalled_fix(setting, history.clip_fraction),
             {"first": pieces[0], "best": best, "final": pieces[-1]})
+    if history.success is False:
+        return Verdict(
+            "learning", f"the loss fell from {pieces[0]:.3g} to {pieces[-1]:.3g} (medians of "
+            f"the first and last {_piece(len(losses), rules)}) without diverging, but the "
+            "task's criterion was not met.", fixes.learning_fix(setting),
+            {"first": pieces[0], "final": pieces[-1]})
     return None
 
 

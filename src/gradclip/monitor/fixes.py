@@ -126,6 +126,15 @@ def stalled_fix(setting: RunSetting, clip_fraction: float | None) -> str:
     return "; ".join(parts)
 
 
+def learning_fix(setting: RunSetting) -> str:
+    """The loss fell without reaching the task's criterion: more steps, or a calmer step."""
+    calmer = "agc:0.01 bounds each unit's update relative to its weights"
+    if setting.clip_family == "agc":
+        calmer = "a learning-rate decay at the end (--schedule warmdown) settles the loss"
+    return (f"train longer; if the loss oscillates near the goal, {setting.lower_lr()}, or "
+            f"clip more calmly ({calmer})")
+
+
 def tight(setting: RunSetting, clip_fraction: float | None) -> bool:
     """A fixed norm threshold that fired on at least half of the steps (a value clip fires
     whenever one entry of the gradient exceeds it: on nearly every step by design)."""

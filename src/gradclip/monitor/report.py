@@ -104,6 +104,12 @@ class GradientReport:
         return self._scalar("update_ratio")
 
     @property
+    def update_ratio_step(self) -> int | None:
+        """The step whose update ``update_ratio`` measured (``GradientMonitor.update_every``)."""
+        step = self._scalar("update_ratio_step")
+        return None if step is None else int(step)
+
+    @property
     def update_ratios(self) -> dict[str, float] | None:
         ratios = self._values.get("update_ratios")
         return None if ratios is None else dict(zip(self.parameter_names, ratios, strict=True))
@@ -172,6 +178,7 @@ class GradientReport:
             "measured_norm": self.measured_norm, "threshold": self.threshold,
             "parameter_norms": self.parameter_norms, "module_norms": self.module_norms,
             "update_ratio": self.update_ratio, "update_ratios": self.update_ratios,
+            "update_ratio_step": self.update_ratio_step,
             "clip_fraction": self.clip_fraction, "skipped_steps": self.skipped_steps,
             "nonfinite_steps": self.nonfinite_steps,
             "first_nonfinite": None if event is None else {"step": event.step,

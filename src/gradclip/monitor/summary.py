@@ -36,7 +36,9 @@ def format_report(report: GradientReport) -> str:
     if report.clip_fraction is not None:
         facts.append(f"clipped on {report.clip_fraction:.0%} of {report.stats_steps} steps")
     if report.update_ratio is not None:
-        facts.append(f"update/weight ratio {report.update_ratio:.2g}")
+        at = report.update_ratio_step
+        facts.append(f"update/weight ratio {report.update_ratio:.2g}"
+                     + ("" if at in (None, report.step) else f" (measured at step {at})"))
     lines.append("  " + ", ".join(facts))
     modules = report.module_norms
     largest = max((n for n in modules.values() if math.isfinite(n)), default=0.0)
