@@ -17,10 +17,13 @@ from gradclip.optim import ClippedOptimizer
 from gradclip.stats import ClipStats
 from gradclip.strategies import (
     AGC,
+    AdaGC,
     AutoClip,
+    Chain,
     Clipper,
     NoClip,
     NormClip,
+    SpikeSkip,
     ValueClip,
     ZClip,
     from_spec,
@@ -30,12 +33,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGC",
+    "AdaGC",
     "AutoClip",
+    "Chain",
     "ClipStats",
     "ClippedOptimizer",
     "Clipper",
     "NoClip",
     "NormClip",
+    "SpikeSkip",
     "ValueClip",
     "ZClip",
     "from_spec",

@@ -36,6 +36,7 @@ from gradclip._kernels import (
 from gradclip.distributed import (
     distributed_per_tensor_norms,
     distributed_total_norm,
+    local_tensor,
     local_tensors,
     needs_reduction,
 )
@@ -293,6 +294,33 @@ def clip_grad_norm_(
     return total_norm
 
 
+def per_tensor_grad_norms(
+    grads: Sequence[Tensor], norm_type: float, foreach: bool | None = None, process_group: Any = None
+) -> Tensor:
+    """The norm of each gradient as a whole (sharded ones reduced), in input order.
+
+    Args:
+        grads: the gradients (ordinary tensors or DTensors), at least one.
+        norm_type: p, as :func:`gradclip.parameters.check_norm_type` returns it.
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+        process_group: the ranks holding the other shards of the ordinary tensors, or ``None``.
+
+    Returns:
+        A 1-D tensor, one norm per gradient, on the first gradient's (local) device: the same
+        on every rank.
+
+    Raises:
+        ValueError: p <= 0 on sharded gradients.
+    """
+    if needs_reduction(grads, process_group):
+        check_shardable_norm_type(norm_type)
+        norms = distributed_per_tensor_norms(grads, norm_type, foreach, process_group)
+    else:
+        norms = per_tensor_norms(grads, norm_type, foreach, input_order=True)
+    device = local_tensor(grads[0]).device
+    return torch.stack([n.to(device) for n in norms])
+
+
 @torch.no_grad()
 def clip_grad_norm_per_tensor_(
     parameters: ParamsLike,
@@ -334,13 +362,8 @@ def clip_grad_norm_per_tensor_(
     grads = [g for _, g in named]
     if not grads:
         return torch.zeros(0)
-    if needs_reduction(grads, process_group):
-        check_shardable_norm_type(p)
-        norms = distributed_per_tensor_norms(grads, p, foreach, process_group)
-    else:
-        norms = per_tensor_norms(grads, p, foreach, input_order=True)
+    result = per_tensor_grad_norms(grads, p, foreach, process_group)
     grads = local_tensors(grads)
-    result = torch.stack([n.to(grads[0].device) for n in norms])
     if policy == "error":
         raise_if_nonfinite(named, result.sum())
         raise_if_bad_threshold(max_norm)

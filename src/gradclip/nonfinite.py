@@ -11,8 +11,8 @@ A policy is chosen by the user with ``nonfinite=``:
   parameter whose gradient holds NaN/Inf. Deciding to raise needs the host to read the norm:
   this policy synchronises once per call, the others never do.
 
-Whoever steps the optimizer after a ``"skip"`` clip asks :func:`must_skip` (one host read,
-under ``"skip"`` only).
+Whoever steps the optimizer after a clip asks the clipper's ``must_skip(stats)`` (one host
+read, only for a clipper that may skip: under ``"skip"``, or a skipping strategy).
 """
 
 from __future__ import annotations
@@ -147,17 +147,3 @@ def zero_if_skipped_(grads: Sequence[Tensor], policy: str, total_norm: Tensor) -
     if policy == "skip":
         zero_grads_if_(local_tensors(grads), skipped)
     return skipped
-
-
-def must_skip(policy: str, skipped: Tensor) -> bool:
-    """Whether the optimizer step must not run: ``skipped`` read on the host, under "skip" only.
-
-    Args:
-        policy: the clipper's checked policy.
-        skipped: its ``ClipStats.skipped``.
-
-    Returns:
-        ``True`` under ``"skip"`` with a non-finite gradient; other policies never skip and
-        never synchronise here.
-    """
-    return policy == "skip" and bool(skipped)

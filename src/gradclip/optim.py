@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from gradclip.fused import can_fuse, fused_clip_step
-from gradclip.nonfinite import must_skip
 from gradclip.stats import ClipStats
 from gradclip.strategies.base import Clipper
 from gradclip.strategies.spec import from_spec
@@ -22,12 +21,15 @@ class ClippedOptimizer(torch.optim.Optimizer):
 
     ``step()`` = ``clip_()`` (the clipper on every parameter of every group; its
     :class:`ClipStats` kept in ``last_stats``) then ``step_optimizer(stats)``, which steps
-    unless the step must be skipped. A step is skipped only under the clipper's ``"skip"``
-    policy with a non-finite gradient: the gradients are zeroed, but a zero gradient would
-    still move the weights through momentum, Adam's moments or weight decay, so the optimizer
-    must not step at all. Deciding that is a host decision: under ``"skip"`` each ``step()``
-    reads one boolean from the device (one sync); under the other policies ``step()`` never
-    synchronises beyond what the optimizer itself does. Skipped steps are counted in
+    unless the step must be skipped. A step is skipped under the clipper's ``"skip"`` policy
+    with a non-finite gradient, and whenever a skipping strategy (``SpikeSkip``, alone or in a
+    chain) flags an outlier: the gradients are zeroed, but a zero gradient would still move
+    the weights through momentum, Adam's moments or weight decay, so the optimizer must not
+    step at all. Deciding that is a host decision: for a clipper that may skip
+    (``clipper.may_skip``) each ``step()`` reads one boolean from the device (one sync);
+    otherwise ``step()`` never synchronises beyond what the optimizer itself does.
+    ``step(loss=loss)`` hands the step's loss to the clipper (``SpikeSkip`` watches it); with
+    a ``closure``, the loss it returns is handed over. Skipped steps are counted in
     ``skipped_steps``. With a fused optimizer (``fused=True``) and ``NormClip``, the clip runs
     inside the optimizer's kernel instead (:mod:`gradclip.fused`): same result, one pass less.
 
@@ -78,21 +80,29 @@ class ClippedOptimizer(torch.optim.Optimizer):
         """Every parameter of every group, in order."""
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def clip_(self) -> ClipStats:
-        """Clip the gradients of every parameter; keep and return the stats."""
-        self.last_stats = self.clipper.clip_(self.parameters())
+    def clip_(self, loss: Tensor | None = None) -> ClipStats:
+        """Clip the gradients of every parameter; keep and return the stats.
+
+        Args:
+            loss: this step's loss, for clippers that watch it (``SpikeSkip``).
+
+        Returns:
+            The clipper's stats.
+        """
+        self.last_stats = self.clipper.clip_(self.parameters(), loss=loss)
         return self.last_stats
 
     def must_skip(self, stats: ClipStats) -> bool:
-        """Whether this step must not reach the optimizer (reads ``stats.skipped`` under "skip").
+        """Whether this step must not reach the optimizer (``Clipper.must_skip``: one host read
+        where the clipper may skip).
 
         Args:
             stats: what the clipper returned for this step.
 
         Returns:
-            :func:`gradclip.nonfinite.must_skip` for the clipper's policy.
+            Whether the step was skipped.
         """
-        return must_skip(self.clipper.nonfinite, stats.skipped)
+        return self.clipper.must_skip(stats)
 
     def step_optimizer(self, stats: ClipStats) -> None:
         """Step the wrapped optimizer unless ``stats`` say the step is skipped; count skips.
@@ -105,20 +115,33 @@ class ClippedOptimizer(torch.optim.Optimizer):
             return
         self.optimizer.step()
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """Run ``closure`` (if given, with grad enabled), clip, then step unless skipped."""
-        loss = None
+    def step(  # type: ignore[override]
+        self, closure: Callable[[], Any] | None = None, *, loss: Tensor | None = None
+    ) -> Any:
+        """Run ``closure`` (if given, with grad enabled), clip, then step unless skipped.
+
+        Args:
+            closure: re-evaluates the model and returns the loss, as for any optimizer.
+            loss: this step's loss (detached is fine), handed to the clipper; by default the
+                closure's.
+
+        Returns:
+            The closure's loss, or ``None``.
+        """
+        result = None
         if closure is not None:
             with torch.enable_grad():
-                loss = closure()
+                result = closure()
+        if loss is None and isinstance(result, Tensor):
+            loss = result
         if can_fuse(self.optimizer, self.clipper):
             # gradclip.fused: NormClip rides in a fused optimizer's grad_scale (one read pass),
             # "skip" in its found_inf; the skip is still counted (the same one sync).
             self.last_stats = fused_clip_step(self.optimizer, self.clipper)
             self.skipped_steps += int(self.must_skip(self.last_stats))
-            return loss
-        self.step_optimizer(self.clip_())
-        return loss
+            return result
+        self.step_optimizer(self.clip_(loss))
+        return result
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -18,7 +18,9 @@ from gradclip.fused import fused_clip_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-SPECS = ["none", "norm:0.5", "value:0.05", "agc:0.01", "autoclip:0.1", "zclip:warmup_steps=3"]
+SPECS = ["none", "norm:0.5", "value:0.05", "agc:0.01", "autoclip:0.1", "zclip:warmup_steps=3",
+         "adagc:warmup_steps=3", "spikeskip:window=19,sigma=2", "agc:0.01+norm:0.5",
+         "spikeskip:window=19+zclip:warmup_steps=3"]
 
 
 @contextmanager

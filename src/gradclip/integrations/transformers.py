@@ -11,8 +11,8 @@ before the step; under FSDP2 the gradients are DTensors and gradclip reduces the
 mesh. It clips ``model.named_parameters()``, the parameters the Trainer clips, in its order, so
 ``"norm:1.0"`` reproduces ``max_grad_norm=1.0`` to the last bit on one process.
 
-- **Skipping.** When the step must be skipped (:func:`gradclip.nonfinite.must_skip`: a non-finite
-  gradient under ``nonfinite="skip"``), every gradient the optimizer holds is set to ``None``. A
+- **Skipping.** When the step must be skipped (``Clipper.must_skip``: a non-finite gradient under
+  ``nonfinite="skip"``, or an outlier step under ``SpikeSkip``), every gradient the optimizer holds is set to ``None``. A
   ``torch.optim`` optimizer skips a parameter without a gradient altogether, so the weights, Adam's
   moments, its step count and weight decay stay as they were: a real skip. Zeroed gradients would
   not be one (Adam's moments would still move the weights). This needs no wrapper around the
@@ -45,7 +45,6 @@ from typing import Any
 import torch
 
 from gradclip.integrations.lightning import as_clipper
-from gradclip.nonfinite import must_skip
 from gradclip.parameters import NamedTensor
 from gradclip.stats import ClipStats
 from gradclip.strategies.base import Clipper
@@ -156,14 +155,14 @@ def clip_or_skip_(
         clipper: the strategy.
 
     Returns:
-        The stats and whether the step is skipped (:func:`gradclip.nonfinite.must_skip`).
+        The stats and whether the step is skipped (``Clipper.must_skip``).
 
     Raises:
         RuntimeError: a non-finite gradient under ``nonfinite="error"``.
     """
     named = list(named_parameters)
     stats = clipper.clip_(named)
-    skipped = must_skip(clipper.nonfinite, stats.skipped)
+    skipped = clipper.must_skip(stats)
     if skipped:
         for _, param in named:
             param.grad = None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -31,6 +35,12 @@ class Clipper(ABC):
     # norms and flags are then all-reduced over it, so every rank decides alike.
     process_group: Any = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        clip = cls.__dict__.get("clip_")
+        if clip is not None and "loss" not in inspect.signature(clip).parameters:
+            cls.clip_ = _accepting_loss(cls, clip)  # type: ignore[method-assign]
+
     @abstractmethod
     def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         """Clip the gradients of ``parameters`` in place and report what happened.
@@ -54,6 +64,20 @@ class Clipper(ABC):
         """Whether ``ClipStats.skipped`` can ever be true: then the optimizer step must be
         guarded by a host read of it (under ``nonfinite="skip"``, or a skipping strategy)."""
         return self.nonfinite == "skip"
+
+    def must_skip(self, stats: ClipStats) -> bool:
+        """Whether the optimizer step must not run after this clip.
+
+        Reads ``stats.skipped`` on the host (one sync) only where it can be true
+        (:attr:`may_skip`); otherwise answers ``False`` without a sync.
+
+        Args:
+            stats: what ``clip_`` returned for this step.
+
+        Returns:
+            ``True`` when the step was skipped (its gradients are zeroed).
+        """
+        return self.may_skip and bool(stats.skipped)
 
     def state_dict(self) -> dict[str, Any]:
         """State that must survive a checkpoint (history, EMAs), with the strategy's ``kind``."""
@@ -96,6 +120,23 @@ class Clipper(ABC):
 
     def __repr__(self) -> str:
         return describe(self, self.hyperparameters())
+
+
+def _accepting_loss(cls: type, clip: Callable[..., ClipStats]) -> Callable[..., ClipStats]:
+    """The deprecation path of a subclass written for ``clip_(parameters)``: callers now
+    pass ``loss=``; it is dropped for that subclass, with a warning when the class is made."""
+    warnings.warn(
+        f"{cls.__qualname__}.clip_ takes no 'loss' argument; callers pass clip_(parameters, "
+        "loss=...) now: add 'loss=None' to its signature (it is ignored for now)",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+
+    @functools.wraps(clip)
+    def clip_(self: Clipper, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
+        return clip(self, parameters)
+
+    return clip_
 
 
 def describe(clipper: Clipper, hyperparameters: dict[str, Any]) -> str:

@@ -4,7 +4,9 @@ Grammar: ``name`` or ``name:args``, where ``args`` is a comma-separated list of
 ``keyword=value`` pairs, optionally led by one bare value that sets the strategy's first
 parameter (``"norm:1.0"`` is ``"norm:max_norm=1.0"``). Keywords are the constructor's own;
 values are parsed to what the constructor expects (``none`` is ``None``; booleans are
-``true``/``false``; ``inf`` is a float). The command line takes the same strings.
+``true``/``false``; ``inf`` is a float). ``+`` chains strategies, applied in order
+(``"agc:0.01+norm:1.0"`` is ``Chain(AGC(0.01), NormClip(1.0))``); a ``+`` inside a number
+(``norm:1e+3``) stays the number's. The command line takes the same strings.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from gradclip.strategies.adagc import AdaGC
 from gradclip.strategies.agc import AGC
 from gradclip.strategies.autoclip import AutoClip
 from gradclip.strategies.base import Clipper
+from gradclip.strategies.chain import Chain
 from gradclip.strategies.norm import NoClip, NormClip
+from gradclip.strategies.spikeskip import SpikeSkip
 from gradclip.strategies.value import ValueClip
 from gradclip.strategies.zclip import ZClip
 
@@ -50,22 +55,28 @@ def _word(text: str) -> str:
     return text.strip()
 
 
-# name -> (class, {keyword: parser}); the first keyword takes a bare value.
+# name (the class's kind) -> (class, {keyword: parser}); the first keyword takes a bare value.
 STRATEGIES: dict[str, tuple[type[Clipper], dict[str, Callable[[str], Any]]]] = {
-    "none": (NoClip, {"nonfinite": _optional(_word)}),
-    "norm": (NormClip, {"max_norm": _number, "norm_type": _number}),
-    "value": (ValueClip, {"clip_value": _optional(_number), "min": _optional(_number),
-                          "max": _optional(_number)}),
-    "agc": (AGC, {"clipping": _number, "eps": _number}),
-    "autoclip": (AutoClip, {"quantile": _number, "history_length": _optional(_integer)}),
-    "zclip": (ZClip, {
-        "alpha": _number, "z_thresh": _number, "max_grad_norm": _optional(_number),
-        "eps": _number, "warmup_steps": _integer, "mode": _word, "clip_option": _word,
-        "clip_factor": _number, "skip_update_on_spike": _boolean,
-    }),
+    cls.kind: (cls, parsers) for cls, parsers in [
+        (NoClip, {"nonfinite": _optional(_word)}),
+        (NormClip, {"max_norm": _number, "norm_type": _number}),
+        (ValueClip, {"clip_value": _optional(_number), "min": _optional(_number),
+                     "max": _optional(_number)}),
+        (AGC, {"clipping": _number, "eps": _number}),
+        (AutoClip, {"quantile": _number, "history_length": _optional(_integer)}),
+        (ZClip, {
+            "alpha": _number, "z_thresh": _number, "max_grad_norm": _optional(_number),
+            "eps": _number, "warmup_steps": _integer, "mode": _word, "clip_option": _word,
+            "clip_factor": _number, "skip_update_on_spike": _boolean,
+        }),
+        (AdaGC, {"beta": _number, "lambda_abs": _number, "lambda_rel": _number,
+                 "warmup_steps": _integer, "eps": _number}),
+        (SpikeSkip, {"window": _integer, "sigma": _number}),
+    ]
 }
 for _, _parsers in STRATEGIES.values():
     _parsers.setdefault("nonfinite", _optional(_word))
+CHAIN = "+"
 
 
 def from_spec(spec: str) -> Clipper:
@@ -73,7 +84,8 @@ def from_spec(spec: str) -> Clipper:
 
     Args:
         spec: ``"name"``, ``"name:value"`` or ``"name:key=value,..."`` (a bare first value
-            sets the first parameter); ``describe_specs()`` lists them.
+            sets the first parameter), or several joined by ``+`` (a ``Chain``);
+            ``describe_specs()`` lists them.
 
     Returns:
         A new clipper.
@@ -83,15 +95,26 @@ def from_spec(spec: str) -> Clipper:
             an empty string; the message lists every strategy and its parameters.
     """
     try:
-        cls, kwargs = _parse(spec)
-        return cls(**kwargs)
+        members = [cls(**kwargs) for cls, kwargs in map(_parse, _members(spec))]
+        return members[0] if len(members) == 1 else Chain(*members)
     except (ValueError, TypeError) as error:
         raise ValueError(f"invalid clipping spec {spec!r}: {error}\n{describe_specs()}") from None
 
 
-def _parse(spec: str) -> tuple[type[Clipper], dict[str, Any]]:
+def _members(spec: str) -> list[str]:
+    """The member specs of a chain: split at each ``+`` but an exponent's (``1e+3``)."""
     if not isinstance(spec, str):
         raise TypeError(f"a spec must be a string, got {type(spec).__name__}")
+    members: list[str] = []
+    for piece in spec.split(CHAIN):
+        if members and members[-1].rstrip()[-1:] in ("e", "E") and piece[:1].isdigit():
+            members[-1] += CHAIN + piece  # the + of an exponent: 1e+3
+        else:
+            members.append(piece)
+    return members
+
+
+def _parse(spec: str) -> tuple[type[Clipper], dict[str, Any]]:
     name, _, args = spec.strip().partition(":")
     name = name.strip().lower()
     if name not in STRATEGIES:
@@ -131,6 +154,8 @@ def describe_specs() -> str:
             parameters.append(f"{keyword}={shown}")
         lines.append(f"  {name:<9} {cls.__name__:<9} {', '.join(parameters)}")
     lines.append("  every strategy also takes nonfinite=error|skip|propagate (default propagate)")
+    lines.append("  join specs with + to apply them in turn (a Chain): \"agc:0.01+norm:1.0\", "
+                 "\"spikeskip+zclip\"")
     lines.append('  e.g. "norm:1.0", "value:min=-0.1,max=0.5", "zclip:alpha=0.97,z_thresh=2.5"')
     return "\n".join(lines)
 
@@ -147,6 +172,8 @@ def spec_string(clipper: Clipper) -> str:
     Raises:
         ValueError: a clipper of a class no spec names.
     """
+    if isinstance(clipper, Chain):
+        return CHAIN.join(spec_string(member) for member in clipper.clippers)
     for name, (cls, _) in STRATEGIES.items():
         if type(clipper) is cls:
             values = dict(clipper.hyperparameters())

@@ -158,7 +158,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)  # clip true gradients, never scaled ones
         health = monitor.step() if monitor is not None else None  # raw gradients, visibly
         layer_norms = module_grad_norms(self.model) if log_layers else None
-        stats = self.clip()
+        stats = self.clip(loss)
         report = self.report(loss, stats)
         if not report.skipped:
             self.scaler.step(self.optimizer)  # optimizer.step() without fp16
@@ -172,10 +172,11 @@ class Trainer:
         self.counters.next_batch_index += 1
         return batch
 
-    def clip(self) -> ClipStats:
-        """The clipper, once per optimizer step, with the run's one non-finite policy."""
+    def clip(self, loss: Tensor) -> ClipStats:
+        """The clipper, once per optimizer step, with the run's one non-finite policy; it sees
+        this rank's loss (``SpikeSkip`` averages it over the ranks)."""
         try:
-            return self.clipper.clip_(self.model.named_parameters())
+            return self.clipper.clip_(self.model.named_parameters(), loss=loss)
         except NonFiniteGradientError as error:  # nonfinite="error"
             raise TrainingError(f"step {self.counters.step + 1}: {error}") from None
 
