@@ -2,6 +2,12 @@
 
 Every user mistake ends as one line ``gradclip: error: <message>`` on stderr and exit status
 2 (argparse mistakes add a one-line hint to ``--help``); a traceback means a bug in gradclip.
+
+The parser is built without importing torch: only the module of the command being run is
+imported (the others appear in ``--help`` from the summaries in ``COMMANDS``), and command
+modules import torch inside their run functions. So ``gradclip --help``, ``--version`` and
+argument errors answer at once; torch is imported after the arguments are known to be good
+(the console script, ``gradclip_cli``, also defers the library's own ``import gradclip``).
 """
 
 from __future__ import annotations
@@ -11,14 +17,13 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from typing import NoReturn
 
-import torch
-
-import gradclip
 from gradclip.app.commands import COMMANDS
 from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import Interrupted, TrainingError, UserError
+from gradclip.app.task_flags import refuse_ignored_task_flags
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -29,17 +34,56 @@ class ArgumentParser(argparse.ArgumentParser):
                      f"hint: run '{self.prog} --help' for the options and their defaults\n")
 
 
-def build_parser() -> ArgumentParser:
+def version() -> str:
+    """``gradclip X (torch Y)`` from the installed distributions' metadata (no torch import)."""
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"gradclip {installed('gradclip')} (torch {installed('torch')})"
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the top-level options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> ArgumentParser:
+    """The parser, with the full parser of the command ``argv`` names (or of every command)."""
     parser = ArgumentParser(
         prog="gradclip", formatter_class=HelpFormatter,
         description="Train recurrent models with gradient clipping, compare strategies, and "
                     "see why they work.")
-    parser.add_argument("--version", action="version",
-                        version=f"gradclip {gradclip.__version__} (torch {torch.__version__})")
+    parser.add_argument("--version", action="version", version=version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"gradclip.app.commands.{name}").register(subparsers)
+    chosen = chosen_command(argv)
+    for name, summary in COMMANDS.items():
+        if chosen in (name, "*"):
+            importlib.import_module(f"gradclip.app.commands.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary)  # listed in --help, never parsed
     return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked (``SystemExit`` on ``--help``, ``--version`` and mistakes).
+
+    Besides argparse's checks: flags the chosen task ignores, and each command's own
+    ``check(args)`` (its ``set_defaults``), all before torch is imported.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "task", None) is not None and getattr(args, "resume", None) is None:
+            refuse_ignored_task_flags(args, vars(parser.parse_args([args.command])))
+        if getattr(args, "check", None) is not None:
+            args.check(args)
+    except UserError as error:
+        raise SystemExit(fail(str(error), UserError.exit_code)) from None
+    return args
 
 
 def fail(message: str, code: int) -> int:
@@ -47,9 +91,8 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 training failed, 2 user error)."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; returns the exit status (0 ok, 1 training failed, 2 user error)."""
     try:
         return args.run(args)
     except UserError as error:
@@ -64,3 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader (`| head`) went away: not an error of ours; silence the final flush too
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 training failed, 2 user error)."""
+    return run(parse(argv))

@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from gradclip.app.choices import SUITE_NAMES
 from gradclip.app.commands import options
 from gradclip.app.errors import UserError
-from gradclip.app.experiments import benchmark, compare
-from gradclip.app.experiments.plots import plot_benchmark
 from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
 
 
@@ -31,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "benchmark", help="run every clipping strategy on the same tasks and seeds, report",
         formatter_class=options.HelpFormatter, description=__doc__.split("\n")[0].replace(
             "``", "") + "\n\nexample:\n  gradclip benchmark --suite smoke --out runs/bench")
-    parser.add_argument("--suite", choices=tuple(benchmark.SUITES), default="smoke",
+    parser.add_argument("--suite", choices=SUITE_NAMES, default="smoke",
                         help="smoke: minutes; quick: about 30 minutes on 2 cores; full: hours")
     parser.add_argument("--data", type=Path, default=None,
                         help="a toxic-comment CSV: adds the text task to the suite")
@@ -46,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gradclip.app.experiments import benchmark, compare
+    from gradclip.app.experiments.plots import plot_benchmark
+    from gradclip.app.experiments.tables import aligned
+
     suite = benchmark.SUITES[args.suite]
     if args.seeds is not None:
         suite = dataclasses.replace(suite, seeds=args.seeds)
@@ -74,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
     write_text(out / "report.md", text)
     write_text(out / "results.json", json.dumps(json_safe(benchmark.rows_json(results)),
                                                 indent=2) + "\n")
-    print(f"\n{benchmark.summary_table(results)}\n\nwrote {out / 'report.md'}, "
+    print(f"\n{aligned(benchmark.summary_table(results))}\n\nwrote {out / 'report.md'}, "
           f"results.json and {len(figures)} figures")
     return 0

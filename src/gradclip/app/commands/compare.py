@@ -16,13 +16,16 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gradclip.app.commands import options
 from gradclip.app.errors import UserError
-from gradclip.app.experiments import compare as comparison
 from gradclip.app.tasks import task_class
 from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
-from gradclip.app.training.runs import NewRun
+
+if TYPE_CHECKING:  # imported where the command runs: the parser is built without torch
+    from gradclip.app.experiments import compare as comparison
+    from gradclip.app.training.runs import NewRun
 
 DEFAULT_CLIPS = "none,norm:1.0,value:0.5,agc:0.01,autoclip:0.1,zclip"
 DEFAULT_STEPS = 1000
@@ -39,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_optimization_options(parser, steps_help="optimizer steps per run",
                                      clip_help="refused here: compare takes --clips")
     group = parser.add_argument_group("comparison")
-    group.add_argument("--clips", type=options.clip_list, default=DEFAULT_CLIPS,
-                       help="comma-separated clipping specs to compare")
+    # default None, not the string: argparse would check the default specs (importing torch)
+    group.add_argument("--clips", type=options.clip_list, default=None,
+                       help=f"comma-separated clipping specs to compare (default: {DEFAULT_CLIPS})")
     group.add_argument("--seeds", type=options.positive_int, default=3,
                        help="seeds per setting: --seed, --seed + 1, ...")
     options.add_seed_option(group, "first seed")
@@ -60,18 +64,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--eval-every", type=options.nonnegative_int, default=0,
                        help="score the validation set every N steps (0: only at the end)")
     # --clip (one spec, a train flag) would be silently replaced by --clips: refuse it
-    parser.set_defaults(run=run, steps=DEFAULT_STEPS, clip=None)
+    parser.set_defaults(run=run, check=refuse_single_clip, steps=DEFAULT_STEPS, clip=None)
+
+
+def refuse_single_clip(args: argparse.Namespace) -> None:
+    """``--clip`` is a train flag; here it would be silently replaced by ``--clips``."""
+    if args.clip is not None:
+        raise UserError(f"compare takes --clips SPEC,SPEC,... (the specs to compare), not "
+                        f"--clip; did you mean --clips {args.clip}?")
 
 
 def complete(args: argparse.Namespace) -> None:
     """Fill the grid lists from the single-valued options, and the output folder."""
-    if args.clip is not None:
-        raise UserError(f"compare takes --clips SPEC,SPEC,... (the specs to compare), not "
-                        f"--clip; did you mean --clips {args.clip}?")
     if args.task == "text" and args.data is None:
         raise UserError("--task text needs --data CSV (comment_text plus label columns)")
     if args.epochs is not None:  # --epochs replaces the default --steps (text task)
         args.steps = None
+    args.clips = args.clips or options.clip_list(DEFAULT_CLIPS)
     args.models = args.models or [args.model]
     args.lrs = args.lrs or [args.lr]
     args.seq_lens = args.seq_lens or [args.seq_len]
@@ -88,6 +97,9 @@ def varying(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gradclip.app.experiments import compare as comparison
+    from gradclip.app.experiments.tables import aligned
+
     complete(args)
     settings = comparison.grid(args.models, args.seq_lens, args.lrs, args.clips)
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -106,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     write_report(args, table, figures, elapsed, metric)
     write_text(args.out / "results.json", json.dumps(json_safe(
         [{**r, "setting": r["setting"].__dict__} for r in rows]), indent=2) + "\n")
-    print(f"\n{table}\n\nwrote {args.out / 'report.md'} and {len(figures)} figures "
+    print(f"\n{aligned(table)}\n\nwrote {args.out / 'report.md'} and {len(figures)} figures "
           f"in {elapsed:.0f} s")
     return 0
 
@@ -128,6 +140,8 @@ def write_figures(args: argparse.Namespace, grouped: dict, labels: list[str]) ->
 
 def write_report(args: argparse.Namespace, table: str, figures: list[Path], elapsed: float,
                  metric: str) -> None:
+    from gradclip.app.experiments import compare as comparison
+
     criterion = task_class(args.task).success_criterion
     lines = [
         f"# gradclip compare: {args.task}",

@@ -9,14 +9,8 @@ from pathlib import Path
 
 from gradclip.app.commands import options
 from gradclip.app.errors import UserError
-from gradclip.app.experiments import demo
-from gradclip.app.experiments.plots import plot_demo
+from gradclip.app.experiments.demo_setting import EVAL_EVERY, STRATEGIES, TITLE
 from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
-from gradclip.app.training.setup import clipper_from_spec
-
-TITLE = (f"adding problem T={demo.SEQ_LEN}, vanilla RNN (tanh, {demo.HIDDEN} hidden), "
-         f"batch {demo.BATCH}\nSGD lr {demo.LR} momentum {demo.MOMENTUM}, {demo.SCHEDULE} "
-         "schedule (linear decay to 0 over the last 20% of the steps)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=options.positive_int, default=4000,
                         help="optimizer steps per run")
     parser.add_argument("--seeds", type=options.positive_int, default=3, help="seeds per strategy")
-    parser.add_argument("--clips", type=options.label_list, default=",".join(demo.STRATEGIES),
+    parser.add_argument("--clips", type=options.label_list, default=",".join(STRATEGIES),
                         help="comma-separated clipping specs to compare")
     parser.add_argument("--workers", type=options.positive_int, default=2,
                         help="runs trained in parallel, one CPU thread each")
@@ -38,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gradclip.app.experiments import demo
+    from gradclip.app.experiments.plots import plot_demo
+    from gradclip.app.training.setup import clipper_from_spec
+
     strategies = tuple(args.clips)
     for spec in strategies:
         clipper_from_spec(spec)
@@ -55,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     write_text(out / "demo.json", json.dumps(json_safe(rows), indent=2) + "\n")
     write_text(out / "table.txt", table + "\n")
     plot = plot_demo(results, strategies, TITLE, out / "demo.png")
-    print(f"\n{table}\n\nMSE on 1,000 validation sequences, scored every {demo.EVAL_EVERY} steps; "
+    print(f"\n{table}\n\nMSE on 1,000 validation sequences, scored every {EVAL_EVERY} steps; "
           "final<0.01: at the last step; reached<0.01: at some evaluation (median first step).\n")
     print(demo.explanation(rows))
     print(f"\nplot: {plot}\ntotal time: {time.perf_counter() - started:.0f} s")

@@ -10,21 +10,25 @@ import argparse
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
-from gradclip.app.errors import UserError
-from gradclip.app.models import CELLS
-from gradclip.app.tasks import TASKS
-from gradclip.app.training.runs import NewRun
-from gradclip.app.training.setup import (
+# The parser is built before torch is imported (an instant --help): names only at the top;
+# what needs torch is imported where a command runs.
+from gradclip.app.choices import (
     AMP_MODES,
     FLOAT32_MAX,
+    NONFINITE_POLICIES,
     OPTIMIZERS,
     SCHEDULES,
-    clipper_from_spec,
 )
+from gradclip.app.choices import CELL_NAMES as CELLS
+from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
+from gradclip.app.errors import UserError
+from gradclip.app.tasks import TASKS
 
-NONFINITE_POLICIES = ("propagate", "skip", "error")
+if TYPE_CHECKING:
+    from gradclip.app.training.runs import NewRun
+
 SEED_MAX = 2**63 - 1
 VOCAB_RANGE = (100, 10**7)
 PROGRESS = {"auto": None, "always": True, "never": False}
@@ -128,6 +132,8 @@ def label_list(text: str) -> list[str]:
 
 def clip_spec(text: str) -> str:
     """A clipping spec, checked (``norm:1.0``)."""
+    from gradclip.app.training.setup import clipper_from_spec
+
     try:
         clipper_from_spec(text)
     except UserError as error:
@@ -267,6 +273,8 @@ def add_progress_option(group: argparse._ArgumentGroup) -> None:
 # ---------------------------------------------------------------------- the request
 def new_run(args: argparse.Namespace, **train: object) -> NewRun:
     """The run the flags ask for (``train`` overrides training settings, e.g. per grid point)."""
+    from gradclip.app.training.runs import NewRun
+
     options = TaskOptions(name=args.task, seed=args.seed, batch_size=args.batch_size,
                           seq_len=args.seq_len, data=args.data, vocab_size=args.vocab_size,
                           max_len=args.max_len, labels=args.labels,

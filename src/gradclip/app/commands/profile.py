@@ -13,12 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from gradclip.app.commands import options
-from gradclip.app.experiments.profile import format_profile, measure, recommend
-from gradclip.app.training.loggers import run_loggers
-from gradclip.app.training.rundir import json_safe, timestamped_dir, write_text
 
 DEFAULT_STEPS = 300
 
@@ -51,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gradclip.app.experiments.profile import format_profile, measure, recommend
+    from gradclip.app.training.loggers import run_loggers
+    from gradclip.app.training.rundir import json_safe, timestamped_dir, write_text
+
     args.epochs = None
     args.out = args.out or timestamped_dir(f"profile-{args.task}-{args.model}")
     new = options.new_run(args, log_every=0, eval_every=0, checkpoint_every=0)

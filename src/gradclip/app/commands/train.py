@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from gradclip.app.choices import PARALLEL_MODES
 from gradclip.app.commands import options
 from gradclip.app.errors import UserError
-from gradclip.app.experiments.summary import format_summary
-from gradclip.app.training.loggers import run_loggers
-from gradclip.app.training.parallel import MODES, Parallel
-from gradclip.app.training.runs import Run, create_run, open_run, read_config
-from gradclip.app.training.trainer import Trainer
+
+if TYPE_CHECKING:  # imported where the command runs: the parser is built without torch
+    from gradclip.app.training.parallel import Parallel
+    from gradclip.app.training.runs import Run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,10 +54,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="also log scalars and gradient/weight histograms for TensorBoard "
                             "into RUN_DIR/tensorboard (needs: pip install "
                             "'gradclip[tensorboard]')")
-    group.add_argument("--distributed", choices=MODES, default="none",
+    group.add_argument("--distributed", choices=PARALLEL_MODES, default="none",
                        help="under torchrun: DDP or FSDP2 over the launched processes, each "
                             "taking its slice of every --batch-size batch (gloo on CPU, NCCL "
-                            "on CUDA); see docs/readme/distributed.md")
+                            "on CUDA); see docs/distributed.md")
 
 
 RESUME_FLAGS = ("resume", "progress", "run", "flag_defaults")
@@ -74,6 +75,10 @@ def refuse_flags_with_resume(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train a new run or resume one, on one process or on every rank of a torchrun launch."""
+    from gradclip.app.experiments.summary import format_summary
+    from gradclip.app.training.parallel import Parallel
+    from gradclip.app.training.runs import create_run, open_run, read_config
+
     if args.resume is not None:
         refuse_flags_with_resume(args)
     saved = read_config(args.resume) if args.resume is not None else None
@@ -101,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
 def train(current: Run, parallel: Parallel, args: argparse.Namespace) -> dict:
     """The open run trained to its end; only the writer prints and logs."""
+    from gradclip.app.training.loggers import run_loggers
+    from gradclip.app.training.trainer import Trainer
+
     writer = parallel.is_writer
     if writer:
         mode = parallel.mode

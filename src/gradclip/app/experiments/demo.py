@@ -10,25 +10,32 @@ directory; a run whose loss turns non-finite stops there (its weights are NaN).
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import textwrap
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradclip
 from gradclip.app.config import ModelConfig, RunConfig, TrainConfig
+from gradclip.app.experiments.compare import ProgressLine
+from gradclip.app.experiments.demo_setting import (
+    BATCH,
+    EVAL_EVERY,
+    HIDDEN,
+    LR,
+    MOMENTUM,
+    SCHEDULE,
+    SEQ_LEN,
+)
 from gradclip.app.tasks.adding import SUCCESS_MSE, AddingTask
 from gradclip.app.training.loggers import MetricsLogger
 from gradclip.app.training.rundir import CONFIG, make_folder, read_metrics, write_json
 from gradclip.app.training.trainer import Trainer
 
-STRATEGIES = ("none", "norm:1.0", "value:0.5", "value:0.01")
-SEQ_LEN, HIDDEN, LR, MOMENTUM, BATCH = 10, 64, 0.15, 0.9, 64
-SCHEDULE = "warmdown"  # lr 0.15 for 80% of the steps, where it explodes; then decayed
-EVAL_EVERY = 100  # validation MSE every 100 steps, to report when a run first reached < 0.01
 
 def outcome(row: dict[str, Any]) -> str:
     """``validation MSE below 0.01 on k/n seeds (final MSE ...)`` for one strategy."""
@@ -90,6 +97,7 @@ def train_one(run: DemoRun) -> dict[str, Any]:
     summary = trainer.train(loggers=[MetricsLogger(run.run_dir)])
     records = read_metrics(run.run_dir)
     return {"strategy": run.strategy, "seed": run.seed, "summary": summary,
+            "run_dir": str(run.run_dir), "wall_seconds": summary.get("seconds", math.nan),
             "loss": [float(record["loss"]) for record in records],
             "grad_norm": [float(record["grad_norm"]) for record in records],
             "val_mse": [(record["step"], float(record["eval"]["mse"])) for record in records
@@ -98,13 +106,21 @@ def train_one(run: DemoRun) -> dict[str, Any]:
 
 def run_demo(out: Path, steps: int, seeds: int, strategies: tuple[str, ...], workers: int
              ) -> list[dict[str, Any]]:
-    """Every (strategy, seed) run, ``workers`` processes at a time, in a stable order."""
+    """Every (strategy, seed) run, ``workers`` processes at a time, in a stable order.
+
+    A line per finished run says how many are done and the time left (``ProgressLine``).
+    """
     runs = [DemoRun(strategy, seed, steps, out / f"{safe_name(strategy)}-seed{seed}")
             for strategy in strategies for seed in range(seeds)]
+    meter = ProgressLine(len(runs), 0)
     if workers <= 1:
-        return [train_one(run) for run in runs]
+        return [meter.done(train_one(run)) for run in runs]
+    results: list[dict[str, Any]] = [{} for _ in runs]
     with ProcessPoolExecutor(max_workers=workers, initializer=one_thread) as pool:
-        return list(pool.map(train_one, runs))
+        futures = {pool.submit(train_one, run): index for index, run in enumerate(runs)}
+        for future in as_completed(futures):
+            results[futures[future]] = meter.done(future.result())
+    return results
 
 
 def one_thread() -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradclip.app.config import TaskOptions
 from gradclip.app.errors import UserError
-from gradclip.app.tasks.base import Batch, Task
+
+if TYPE_CHECKING:
+    from gradclip.app.tasks.base import Batch, Task
 
 # registry name -> (module, class name)
 TASKS: dict[str, tuple[str, str]] = {
@@ -23,6 +25,16 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 
 __all__ = ["TASKS", "Batch", "Task", "load_task", "make_task", "task_class"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Batch`` and ``Task`` on first use: they import torch, and the command line reads
+    ``TASKS`` (for ``--task``'s choices) before it imports torch."""
+    if name in ("Batch", "Task"):
+        from gradclip.app.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def task_class(name: str) -> type[Task]:

@@ -40,13 +40,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gradclip.app.choices import PARALLEL_MODES
 from gradclip.app.config import TrainConfig
 from gradclip.app.errors import UserError
 from gradclip.app.tasks.base import Batch
 from gradclip.app.training import checkpoint as checkpoints
 from gradclip.app.training.setup import resolve_device
 
-MODES = ("none", "ddp", "fsdp")
+MODES = PARALLEL_MODES
 SHARDED_PREFIX = "sharded-"
 
 

@@ -10,15 +10,13 @@ import torch
 from torch import nn
 
 import gradclip
+from gradclip.app.choices import AMP_MODES, FLOAT32_MAX, OPTIMIZERS, SCHEDULES
 from gradclip.app.config import TrainConfig
 from gradclip.app.errors import UserError
 from gradclip.strategies.base import Clipper
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmdown")
 # warmdown: constant, then linear decay to 0 over the last WARMDOWN_FRACTION of the steps.
 WARMDOWN_FRACTION = 0.2
-AMP_MODES = ("none", "fp16", "bf16")
 
 
 def build_optimizer(train: TrainConfig, parameters: Iterable[nn.Parameter]
@@ -121,9 +119,6 @@ def clipper_from_spec(spec: str, nonfinite: str = "propagate") -> Clipper:
         raise UserError(f"--clip {spec} sets nonfinite={clipper.nonfinite} but --nonfinite is "
                         f"{nonfinite}; give the policy once")
     return type(clipper)(**{**clipper.hyperparameters(), "nonfinite": nonfinite})
-
-
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check_float32_range(spec: str, clipper: Clipper) -> None:

@@ -1,0 +1,43 @@
+"""Which task reads which task flag: a flag the chosen task would ignore is a user error.
+
+``gradclip train --task adding --data comments.csv`` used to train the adding problem and
+silently drop ``--data``. The command line checks the flags against this table before it
+imports torch, so the mistake is one line at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+
+from gradclip.app.errors import UserError
+
+# flag -> the tasks that read it (flags every task reads are not listed)
+TASK_FLAGS: dict[str, tuple[str, ...]] = {
+    "--seq-len": ("adding", "temporal-order", "lm"),
+    "--data": ("text", "lm"),
+    "--labels": ("text",),
+    "--vocab-size": ("text",),
+    "--max-len": ("text",),
+    "--val-fraction": ("text", "lm"),
+    "--text-file": ("lm",),
+    "--embed-dim": ("text", "lm"),
+}
+
+
+def refuse_ignored_task_flags(args: argparse.Namespace, defaults: Mapping[str, object]) -> None:
+    """Raise ``UserError`` naming the first flag ``args.task`` ignores that was given.
+
+    Args:
+        args: the parsed arguments of a command with ``--task``.
+        defaults: each option's default (a flag is given when its value differs).
+
+    Raises:
+        UserError: a task flag was given that the chosen task does not read.
+    """
+    for flag, tasks in TASK_FLAGS.items():
+        dest = flag[2:].replace("-", "_")
+        if args.task in tasks or getattr(args, dest, None) == defaults.get(dest):
+            continue
+        raise UserError(f"--task {args.task} ignores {flag} (only {', '.join(tasks)} use it); "
+                        "remove it")
