@@ -72,6 +72,14 @@ def test_a_stable_profile_recommends_agc_alone_and_says_why_not_its_norm():
     assert str(recommendation) == "Recommended: --clip agc:0.01"
 
 
+def test_a_stable_profile_with_isolated_spikes_adds_spikeskip_on_its_norm_after_agc():
+    norms = [1.0] * 60 + [8.0] + [1.0] * 20
+    recommendation = recommend_thresholds(norms, percentile=50)
+    assert recommendation.specs == ("agc:0.01", "spikeskip+norm:1")
+    for spec in recommendation.specs:
+        gradclip.from_spec(spec)
+
+
 def test_a_diverged_profile_recommends_its_norm_first_then_agc():
     recommendation = recommend_thresholds(diverging([0.8347] * 20), lr=0.1)
     assert recommendation.specs == ("norm:0.83", "agc:0.01")

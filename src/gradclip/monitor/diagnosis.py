@@ -7,7 +7,8 @@ of one step; a run is judged by what happened to its loss. ``diagnose_run`` comb
   *diverged* when the loss became NaN/Inf (and the step was not skipped) or ended
   ``divergence_factor`` x above its first value, or above ``ended_above_factor`` x its first
   value and ``regression_factor`` x its best piece; *unstable* when it learnt and then ended
-  (the final validation loss, when given) ``regression_factor`` x above its best quarter;
+  (the final validation loss too, when it is ``regression_factor`` x above the last
+  training piece: a jump at the end) ``regression_factor`` x above its best quarter;
   *diverged* too when the median piece is ``above_start_factor`` x above the first loss (it
   ran above its start); *stalled* when no piece got below
   ``stall_ratio`` x the first piece (and the task, if judged, was not learnt); *learning*
@@ -140,17 +141,20 @@ def loss_verdict(history: RunHistory, setting: RunSetting, rules: RunRules) -> V
                        f"{bad[0] + 1}; they were skipped and the run went on.",
                        fixes.nonfinite_fix(setting), {"steps": len(bad), "first": bad[0] + 1})
     # quarters, not the fine pieces: a text's passages differ in difficulty (lm), so the
-    # best 5% of a healthy run can be far below its end
+    # best 5% of a healthy run can be far below its end. The validation loss counts when it
+    # is also far above the last training piece (a jump at the end), not for a held-out
+    # text that is simply harder than the training text (a generalisation gap).
     quarters = chunk_medians(losses, 4)
-    end, best_quarter = max(final, quarters[-1]), min(quarters)
+    best_quarter = min(quarters)
+    jumped = final > rules.regression_factor * pieces[-1]
+    end = max(final, quarters[-1]) if jumped else quarters[-1]
     if best <= rules.stall_ratio * pieces[0] and end > rules.regression_factor * best_quarter:
-        best = best_quarter
-        which = "final validation loss" if end == final != pieces[-1] else "loss"
+        which = "final validation loss" if jumped and end == final else "loss"
         return Verdict(
-            "unstable", f"the loss fell to {best:.3g} (median of its best quarter), then "
-            f"the {which} ended at {end:.3g}, "
-            f"{end / best:.3g}x its best: training was thrown off.",
-            fixes.exploding_fix(setting), {"best": best, "final": end})
+            "unstable", f"the loss fell to {best_quarter:.3g} (median of its best quarter), "
+            f"then the {which} ended at {end:.3g}, {end / best_quarter:.3g}x its best: "
+            "training was thrown off.", fixes.exploding_fix(setting),
+            {"best": best_quarter, "final": end})
     if best > rules.stall_ratio * pieces[0] and not history.success:
         return Verdict(
             "stalled", f"the loss never fell below {rules.stall_ratio:g}x its start (median "

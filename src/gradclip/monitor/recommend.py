@@ -22,6 +22,10 @@ benchmark suite's settings and the README's adding problem):
   the language model (lr 1.0, X = 8) ranked last. Where the profile did not diverge (the
   adding problem), a p90 threshold stayed finite but learnt on 0-1 of 3 seeds, so it is
   listed under ``not_recommended`` with that reason;
+- ``spikeskip+norm:X`` after ``agc:0.01`` where the profile did not diverge but showed
+  isolated spikes (a norm ``SPIKE_FACTOR`` x the median of the previous 50 steps): SpikeSkip
+  drops the outlier steps and the norm bounds the rest; it learnt the adding problem on
+  2/3 (constant lr) and 3/3 (warm-down) seeds;
 - ``value:V`` beside ``norm:X`` only when it is consistent with it: the raw percentile
   already within the cap (a capped percentile is a norm bound in disguise);
 - ``autoclip:<q>`` and ``zclip`` are never on the line: they need no measurement, but on
@@ -49,9 +53,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gradclip.monitor.diagnosis import RunRules, spike_steps
+
 DIVERGENCE_FACTOR = 100.0
 DIVERGENCE_BASELINE = 10
 MAX_CLIPPED_STEP = 1.0
+SPIKE_FACTOR = 5.0
 AGC_SPEC = "agc:0.01"
 ADAPTIVE_CAVEAT = ("needs no measurement, but on the benchmark grid (benchmarks.advice) "
                    "autoclip:0.1 diverged on 3 of 5 seeds of the adding problem (T=10, SGD "
@@ -168,8 +175,9 @@ def recommend_thresholds(norms: Sequence[float] | Tensor,
                       f"norm/sqrt(n) cap, n = {element_count} (p{value_q:g} of |g| is "
                       f"{spec_number(raw_value)})")
     regime = "diverged" if kept < observed.numel() else "stable"
+    spikes = len(spike_steps(finite.tolist(), RunRules(spike_factor=SPIKE_FACTOR)))
     specs, left_out = _choose_specs(norm_threshold, raw_value, value_threshold, regime, lr,
-                                    q, autoclip_quantile)
+                                    q, autoclip_quantile, spikes)
     return Recommendation(norm_threshold, value_threshold, q, value_q, observed.numel(),
                           int((~torch.isfinite(observed)).sum()), tuple(specs), regime, kept,
                           tuple(left_out), value_rule)
@@ -186,7 +194,7 @@ def _value_percentile(magnitudes: Sequence[float] | Tensor | None, q: float) -> 
 
 
 def _choose_specs(norm: float, raw_value: float | None, value: float | None, regime: str,
-                  lr: float | None, q: float, autoclip_quantile: float
+                  lr: float | None, q: float, autoclip_quantile: float, spikes: int
                   ) -> tuple[list[str], list[tuple[str, str]]]:
     """The rule of the module docstring: the specs (best first) and those left out, why."""
     norm_spec = f"norm:{spec_number(norm)}"
@@ -203,6 +211,8 @@ def _choose_specs(norm: float, raw_value: float | None, value: float | None, reg
     else:
         specs.append(norm_spec)
     specs.append(AGC_SPEC)
+    if regime != "diverged" and spikes:
+        specs.append(f"spikeskip+{norm_spec}")
     if specs[0] == norm_spec and value is not None and raw_value is not None \
             and raw_value <= value:
         specs.append(f"value:{spec_number(value)}")
