@@ -168,10 +168,14 @@ def recommendation_lines(recommendation: Recommendation | None) -> list[str]:
         return [f"Recommended: --clip {AGC_SPEC}   (no finite gradient norm was observed, so "
                 "no threshold could be measured; lower the learning rate and profile again)"]
     r = recommendation
-    rules = [f"norm: {r.norm_rule} of the global norm"]
+    rules = []
+    if any(spec.startswith(("norm:", "spikeskip+norm:")) for spec in r.specs):
+        rules.append(f"norm: global-norm {r.norm_rule}")
     if any(spec.startswith("value:") for spec in r.specs):
         rules.append(f"value: {r.value_rule}")
     rules.append(f"{AGC_SPEC}: unit-wise, validated by benchmarks.advice")
+    if any(spec.startswith("spikeskip+") for spec in r.specs):
+        rules.append("spikeskip: skips the isolated spikes the profile showed")
     lines = [f"{r}   ({'; '.join(rules)})"]
     lines += [f"not recommended here: --clip {spec} ({why})" for spec, why in r.not_recommended]
     return lines
