@@ -1,0 +1,47 @@
+"""The run verdict of a finished run folder, as ``compare`` and ``benchmarks.advice`` read it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from gradclip.app.experiments.diagnosis import diagnose_result
+
+
+def write_run(folder, losses, *, clip="none", cell="rnn", eval_loss=None, success=None):
+    folder.mkdir()
+    records = [{"step": i + 1, "loss": loss, "grad_norm": 0.3, "threshold": None,
+                "clipped": False, "skipped": False, "lr": 0.15}
+               for i, loss in enumerate(losses)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = {"task": {"name": "adding", "seq_len": 10},
+              "model": {"cell": cell, "layers": 1},
+              "train": {"clip": clip, "optimizer": "sgd", "lr": 0.15}}
+    (folder / "config.json").write_text(json.dumps(config))
+    summary = {"eval": {"loss": eval_loss}, "success": success,
+               "success_criterion": "validation MSE < 0.01"}
+    return {"run_dir": str(folder), "summary": summary, "monitor": None}
+
+
+def test_a_run_whose_loss_went_nan_is_never_called_healthy(tmp_path):
+    losses = [1.0 / (1 + i) for i in range(100)] + [math.nan] * 5
+    verdict = diagnose_result(write_run(tmp_path / "r", losses, clip="autoclip:0.1"))[0]
+    assert verdict.kind == "diverged"
+    assert "autoclip:0.1" in verdict.fix
+
+
+def test_a_run_that_ended_at_135_times_a_constant_guess_is_diverged(tmp_path):
+    losses = [1.0] + [0.17] * 50 + [3.0] * 50
+    result = write_run(tmp_path / "r", losses, clip="autoclip:0.1", eval_loss=22.6,
+                       success=False)
+    assert diagnose_result(result)[0].kind == "diverged"
+
+
+def test_a_learnt_run_is_healthy_and_an_unlearnt_falling_one_is_learning(tmp_path):
+    losses = [0.2 * 0.97 ** i for i in range(200)]
+    learnt = write_run(tmp_path / "a", losses, clip="agc:0.01", eval_loss=losses[-1],
+                       success=True)
+    unlearnt = write_run(tmp_path / "b", losses, clip="norm:1.0", eval_loss=losses[-1],
+                         success=False)
+    assert [v.kind for v in diagnose_result(learnt)] == ["healthy"]
+    assert [v.kind for v in diagnose_result(unlearnt)] == ["learning"]
