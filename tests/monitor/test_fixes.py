@@ -27,7 +27,7 @@ def test_an_lstm_is_told_about_the_forget_gate_bias():
 @pytest.mark.parametrize("cell", ["rnn", "rnn-relu", "RNN_TANH", "RNN_RELU"])
 def test_a_vanilla_rnn_is_told_to_try_a_gated_cell_and_recurrent_initialisation(cell):
     fix = fixes.vanishing_fix(RunSetting(cell=cell))
-    assert "--model lstm or --model gru" in fix
+    assert "gated cell (nn.LSTM or nn.GRU; --model lstm|gru in the CLI)" in fix
     assert "identity initialisation" in fix
 
 

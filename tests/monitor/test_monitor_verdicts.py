@@ -123,4 +123,4 @@ def test_monitor_reports_a_deep_tanh_rnn_at_long_sequences_as_vanishing():
     report = train_steps(model, monitor, torch.randn(8, 200, 1), steps=1)
     assert report.verdict.kind == "vanishing"
     assert report.time_profiles["rnn"][0] < 1e-3 * report.time_profiles["rnn"][-1]
-    assert "gated cell (--model lstm or --model gru)" in report.verdict.fix
+    assert "use a gated cell (nn.LSTM or nn.GRU" in report.verdict.fix

@@ -101,7 +101,8 @@ def vanishing_fix(setting: RunSetting) -> str:
         parts.append("use a gated cell (LSTM or GRU) if the model is a vanilla RNN, shorter "
                      "sequences or truncated back-propagation")
     else:
-        parts.append("use a gated cell (--model lstm or --model gru), or shorter sequences")
+        parts.append("use a gated cell (nn.LSTM or nn.GRU; --model lstm|gru in the CLI), or "
+                     "shorter sequences")
         parts.append("orthogonal or identity initialisation of the recurrent weights "
                      "(identity with ReLU: IRNN, Le et al. 2015)")
     if setting.layers is None or setting.layers > 1:
@@ -122,7 +123,7 @@ def stalled_fix(setting: RunSetting, clip_fraction: float | None) -> str:
     else:
         parts.append("a larger learning rate, or more steps")
     if not setting.gated and setting.cell_name is not None:
-        parts.append("a gated cell (--model lstm or gru) learns longer dependencies")
+        parts.append("a gated cell (LSTM or GRU; --model lstm|gru) learns longer dependencies")
     return "; ".join(parts)
 
 
