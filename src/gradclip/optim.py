@@ -40,6 +40,14 @@ class ClippedOptimizer(torch.optim.Optimizer):
     Under AMP, call ``scaler.unscale_(optimizer.optimizer)`` before ``step()`` (a
     ``GradScaler`` steps the inner optimizer itself); closures that the optimizer must call
     several times (LBFGS) are not supported.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``; it keeps its groups, state and hooks.
+        clipper: a strategy, or a spec string for :func:`gradclip.from_spec`.
+
+    Raises:
+        TypeError: ``clipper`` is neither a ``Clipper`` nor a string.
+        ValueError: a spec string :func:`gradclip.from_spec` does not accept.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, clipper: Clipper | str) -> None:

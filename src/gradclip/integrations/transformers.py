@@ -265,6 +265,12 @@ class _GradClipCallback:
         return trainer
 
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """At the end of ``Trainer.__init__``: refuse a setting that would lose the clipper.
+
+        Raises:
+            ValueError: ``restore_callback_states_from_checkpoint=True`` with a clipper that
+                has no spec string (the Trainer could not rebuild it).
+        """
         if args.restore_callback_states_from_checkpoint and self._spec() is None:
             raise ValueError(
                 "restore_callback_states_from_checkpoint=True rebuilds callbacks from their "
@@ -273,6 +279,11 @@ class _GradClipCallback:
             )
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Before the first step: warn once about a second clipper; restore on resume.
+
+        Raises:
+            ValueError: under DeepSpeed (it clips and steps inside its engine).
+        """
         if getattr(args, "deepspeed", None):
             raise ValueError(
                 "GradClipCallback cannot clip under DeepSpeed, which clips and steps inside its "
@@ -290,12 +301,14 @@ class _GradClipCallback:
         self._restore(state)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Once per optimizer step, after accumulation: unscale (fp16), then clip or skip."""
         unscale_once_(kwargs["optimizer"])
         self.last_stats, skipped = clip_or_skip_(kwargs["model"].named_parameters(), self.clipper)
         self.skipped_steps += int(skipped)
         self.window.add(self.last_stats)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict, **kwargs: Any) -> None:
+        """Add the window's ``grad/*`` statistics to the log entry and to ``log_history``."""
         if not self.log or self.window.steps == 0:
             return
         summary = self.window.summary()
@@ -306,6 +319,11 @@ class _GradClipCallback:
             state.log_history[-1].update(summary)
 
     def state(self) -> dict[str, Any]:
+        """What ``trainer_state.json`` keeps (``ExportableState``): arguments, counts, clipper.
+
+        Returns:
+            ``{"args": ..., "attributes": ..., "clipper": ...}``, JSON-safe.
+        """
         # "args" and "attributes" are what the Trainer reads to rebuild the callback
         # (restore_callback_states_from_checkpoint=True); "clipper" is read by _restore.
         return {

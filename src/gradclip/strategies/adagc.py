@@ -46,6 +46,22 @@ class AdaGC(Clipper):
     ``ClipStats.total_norm`` is the global norm before clipping; ``threshold`` is ``None``
     (the limits are per tensor); ``clipped`` says whether some ``h_i < 1``.
 
+    Args:
+        beta: the EMA's decay of each ``gamma_i``, in ``[0, 1)``.
+        lambda_abs: the global norm limit during warm-up.
+        lambda_rel: each tensor's limit after warm-up, relative to its ``gamma_i``.
+        warmup_steps: steps clipped by ``lambda_abs`` (``0 .. 10**8``).
+        eps: the floor of ``gamma_i`` and of the gradient norms in ``h_i``.
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (pipeline stages, hand-made shards); ``None``: this process's gradients (and
+            DTensor meshes) only.
+
+    Raises:
+        ValueError: a hyper-parameter outside its range, or an unknown ``nonfinite``;
+            ``clip_`` raises it too when the number of parameters changes between steps.
+
     References:
         Wang et al., 2025, "AdaGC: Improving Training Stability for Large Language Model
         Pretraining" (arXiv 2502.11034).

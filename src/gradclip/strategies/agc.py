@@ -37,6 +37,19 @@ class AGC(Clipper):
     ``ClipStats.threshold`` is ``None`` (the limit is per unit, not one norm); ``total_norm``
     is the global L2 norm before clipping; ``clipped`` says whether any unit was scaled.
 
+    Args:
+        clipping: the largest ratio of a unit's gradient norm to its weight norm.
+        eps: the smallest weight norm used in that ratio (so zero-initialised units move).
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (pipeline stages, hand-made shards); ``None``: this process's gradients (and
+            DTensor meshes) only.
+
+    Raises:
+        ValueError: ``clipping`` or ``eps`` not a positive finite number, or an unknown
+            ``nonfinite``.
+
     References:
         Brock, De, Smith & Simonyan, 2021, "High-Performance Large-Scale Image Recognition
         Without Normalization" (arXiv 2102.06171).

@@ -58,6 +58,19 @@ class AutoClip(Clipper):
     threshold NaN). Note that the unbounded history still sorts ``t`` values at step ``t``
     (``torch.nanquantile`` accepts at most 2**24 values).
 
+    Args:
+        quantile: the quantile of past norms used as the threshold, in ``[0, 1]``.
+        history_length: how many past norms to keep (``None``: all of them).
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (pipeline stages, hand-made shards); ``None``: this process's gradients (and
+            DTensor meshes) only.
+
+    Raises:
+        ValueError: ``quantile`` outside ``[0, 1]``, ``history_length`` not a positive
+            integer (at most ``10**8``), or an unknown ``nonfinite``.
+
     References:
         Seetharaman, Wichern, Pardo & Le Roux, 2020, "AutoClip: Adaptive Gradient Clipping
         for Source Separation Networks" (IEEE MLSP 2020).

@@ -19,6 +19,15 @@ class NoClip(Clipper):
     """Leave gradients unchanged; report their global L2 norm (and apply the non-finite policy).
 
     The baseline every comparison needs, and a monitor when only the norm is wanted.
+
+    Args:
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm;
+            ``None``: this process's gradients (and DTensor meshes) only.
+
+    Raises:
+        ValueError: an unknown ``nonfinite``.
     """
 
     kind = "none"
@@ -57,6 +66,19 @@ class NormClip(Clipper):
     their joint norm (so ``optimizer.param_groups`` without overrides is one global clip);
     a group with ``max_norm=None`` is left unclipped. ``total_norm`` is then the norm of all
     gradients with the default ``norm_type``, and ``threshold`` the default ``max_norm``.
+
+    Args:
+        max_norm: the largest global norm let through (a positive finite number).
+        norm_type: the p of the p-norm (``2.0``, ``inf``, or any value torch accepts).
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (pipeline stages, hand-made shards); ``None``: this process's gradients (and
+            DTensor meshes) only.
+
+    Raises:
+        ValueError: ``max_norm`` not a positive finite number, or a ``norm_type`` or
+            ``nonfinite`` torch or gradclip does not accept.
 
     References:
         Pascanu, Mikolov & Bengio, 2013, "On the difficulty of training recurrent neural

@@ -47,6 +47,19 @@ class SpikeSkip(Clipper):
     clipped, a step is kept or skipped whole. Put a clipper after it to bound the steps it
     keeps (``spikeskip+norm:1.0``).
 
+    Args:
+        window: how many past values of each quantity the statistics use.
+        sigma: how many standard deviations from the mean make an outlier.
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (pipeline stages, hand-made shards); ``None``: this process's gradients (and
+            DTensor meshes) only.
+
+    Raises:
+        ValueError: ``window`` not an integer in range (at most ``10**8``), ``sigma`` not a
+            positive number, or an unknown ``nonfinite``.
+
     References:
         OLMo-core, ``src/olmo_core/optim/skip_step_optimizer.py`` (Allen Institute for AI,
         2024); Megatron-LM's ``grad_norm_skip_threshold``.

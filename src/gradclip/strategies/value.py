@@ -66,6 +66,20 @@ class ValueClip(Clipper):
     ``clipped`` whether any element lay outside the range. Groups may override
     ``clip_value``/``min``/``max``; all ``None`` leaves a group unclipped.
 
+    Args:
+        clip_value: the symmetric bound: elements are clamped into ``[-clip_value, clip_value]``.
+        min: the lower bound of the asymmetric form (``None``: unbounded below).
+        max: the upper bound of the asymmetric form (``None``: unbounded above).
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (pipeline stages, hand-made shards); ``None``: this process's gradients (and
+            DTensor meshes) only.
+
+    Raises:
+        ValueError: none of ``clip_value``, ``min``, ``max``; a bound that is not a finite
+            number; ``min > max``; or an unknown ``nonfinite``.
+
     References:
         Mikolov, 2012, "Statistical Language Models Based on Neural Networks" (element-wise
         clipping), as discussed by Pascanu, Mikolov & Bengio, 2013.

@@ -53,6 +53,26 @@ class ZClip(Clipper):
     ``ClipStats.threshold`` is the limit in float64; ``None`` during the first
     ``warmup_steps`` calls when ``max_grad_norm`` is ``None``.
 
+    Args:
+        alpha: the EMA's decay for the norm's mean and variance, in ``[0, 1]``.
+        z_thresh: the z-score above which a norm is a spike.
+        max_grad_norm: an absolute cap on the norm (``None``: none; also the warm-up's clip).
+        eps: added to the standard deviation in the z-score.
+        warmup_steps: norms collected before the statistics start (``0 .. 10**8``).
+        mode: ``"zscore"`` or ``"percentile"`` (see above).
+        clip_option: ``"adaptive_scaling"`` or ``"mean"``: where a spike is clipped to.
+        clip_factor: scales the adaptive limit.
+        skip_update_on_spike: leave the statistics unchanged on a spike.
+        nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
+            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (pipeline stages, hand-made shards); ``None``: this process's gradients (and
+            DTensor meshes) only.
+
+    Raises:
+        ValueError: a hyper-parameter outside its range, an unknown ``mode``,
+            ``clip_option`` or ``nonfinite``.
+
     References:
         Kumar, Owen, Ashraf & Madhusudhan, 2025, "ZClip: Adaptive Spike Mitigation for LLM
         Pre-Training" (arXiv 2504.02507).
