@@ -100,13 +100,17 @@ def has_foreach_support(tensors: Sequence[Tensor], device: torch.device) -> bool
     )
 
 
-def use_foreach(tensors: Sequence[Tensor], device: torch.device, foreach: bool | None) -> bool:
+def use_foreach(
+    tensors: Sequence[Tensor], device: torch.device, foreach: bool | None, *, plain: bool = False
+) -> bool:
     """torch's rule for one group: ``None`` picks foreach where supported; ``True`` insists.
 
     Args:
         tensors: one (device, dtype) group.
         device: the group's device.
         foreach: the caller's choice (``None``: decide).
+        plain: the caller knows every tensor is an ordinary ``Tensor`` (its types were looked
+            up once for the whole call), so the per-tensor type check is not repeated.
 
     Returns:
         Whether to run the group's foreach kernel.
@@ -115,6 +119,8 @@ def use_foreach(tensors: Sequence[Tensor], device: torch.device, foreach: bool |
         RuntimeError: ``foreach=True`` on a device without foreach kernels (torch's error).
     """
     if foreach is None:
+        if plain:
+            return device_has_foreach_support(device)
         return has_foreach_support(tensors, device)
     if foreach and not device_has_foreach_support(device):
         raise RuntimeError(
@@ -124,17 +130,21 @@ def use_foreach(tensors: Sequence[Tensor], device: torch.device, foreach: bool |
 
 
 def _group_norms(
-    group: Sequence[Tensor], norm_type: float, device: torch.device, foreach: bool | None
+    group: Sequence[Tensor],
+    norm_type: float,
+    device: torch.device,
+    foreach: bool | None,
+    plain: bool = False,
 ) -> list[Tensor]:
     """The p-norm of each tensor of one (device, dtype) group, in the group's order."""
-    if (math.isinf(norm_type) or norm_type < 0) and any(t.numel() == 0 for t in group):
+    if (math.isinf(norm_type) or norm_type < 0) and not all(map(Tensor.numel, group)):
         # torch cannot take these norms of an empty tensor; it gets the norm that leaves the
         # total unchanged: 0 for the max (inf), +inf for the min (-inf) and for p < 0 (inf^p = 0).
         nonempty = [t for t in group if t.numel() > 0]
-        norms = iter(_group_norms(nonempty, norm_type, device, foreach) if nonempty else [])
+        norms = iter(_group_norms(nonempty, norm_type, device, foreach, plain) if nonempty else [])
         neutral = 0.0 if norm_type > 0 else math.inf
         return [next(norms) if t.numel() > 0 else t.new_full((), neutral) for t in group]
-    if use_foreach(group, device, foreach):
+    if use_foreach(group, device, foreach, plain=plain):
         return list(torch._foreach_norm(group, norm_type))
     return [torch.linalg.vector_norm(t, norm_type) for t in group]
 
@@ -163,6 +173,37 @@ def per_tensor_norms(
         for index, norm in zip(indices, group_norms, strict=True):
             norms[index] = norm
     return norms
+
+
+def total_norm_of_groups(
+    groups: Sequence[Group],
+    norm_type: float,
+    foreach: bool | None,
+    first_device: torch.device,
+    *,
+    plain: bool = False,
+) -> Tensor:
+    """``||(||t_1||_p, ..., ||t_n||_p)||_p`` of grouped tensors, torch's kernels in torch's order.
+
+    The per-tensor norms of each group are stacked in group order on ``first_device``, as
+    ``torch.nn.utils.get_total_norm`` stacks them.
+
+    Args:
+        groups: :func:`group_by_device_and_dtype` of the tensors, at least one group.
+        norm_type: p, any float (``torch.linalg.vector_norm``'s meaning).
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+        first_device: the device of the first tensor (before grouping), where the norm lives.
+        plain: every tensor is an ordinary ``Tensor`` (see :func:`use_foreach`).
+
+    Returns:
+        The 0-dim total norm.
+    """
+    norms: list[Tensor] = []
+    for device, group, _ in groups:
+        norms.extend(_group_norms(group, norm_type, device, foreach, plain))
+    if len(groups) > 1 or groups[0][0] != first_device:  # else no per-norm .to() call
+        norms = [n.to(first_device) for n in norms]
+    return torch.linalg.vector_norm(torch.stack(norms), norm_type)
 
 
 def clip_coefficient(max_norm: float | Tensor, total_norm: Tensor) -> Tensor:
@@ -201,12 +242,30 @@ def scale_(
         coefficients: one 0-dim tensor for all, or one 0-dim tensor per tensor, in order.
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
     """
-    for device, group, indices in group_by_device_and_dtype(tensors):
+    scale_groups_(group_by_device_and_dtype(tensors), coefficients, foreach)
+
+
+def scale_groups_(
+    groups: Sequence[Group],
+    coefficients: Tensor | Sequence[Tensor],
+    foreach: bool | None,
+    *,
+    plain: bool = False,
+) -> None:
+    """:func:`scale_` on tensors already grouped (:func:`group_by_device_and_dtype`).
+
+    Args:
+        groups: the tensors' groups, with their input positions.
+        coefficients: one 0-dim tensor for all, or one per tensor in input order.
+        foreach: as in ``torch.nn.utils.clip_grad_norm_``.
+        plain: every tensor is an ordinary ``Tensor`` (see :func:`use_foreach`).
+    """
+    for device, group, indices in groups:
         if isinstance(coefficients, Tensor):
             factors: Tensor | list[Tensor] = coefficients.to(device)
         else:
             factors = [coefficients[i].to(device) for i in indices]
-        if use_foreach(group, device, foreach):
+        if use_foreach(group, device, foreach, plain=plain):
             torch._foreach_mul_(group, factors)
         else:
             for k, tensor in enumerate(group):
@@ -241,7 +300,12 @@ def representable_bound(bound: float | Tensor, dtype: torch.dtype) -> float | Te
 
 
 def clamp_(
-    tensors: Sequence[Tensor], low: float | Tensor, high: float | Tensor, foreach: bool | None
+    tensors: Sequence[Tensor],
+    low: float | Tensor,
+    high: float | Tensor,
+    foreach: bool | None,
+    *,
+    plain: bool = False,
 ) -> None:
     """Clamp every element into ``[low, high]`` in place, in torch's kernel order.
 
@@ -251,11 +315,12 @@ def clamp_(
         high: the largest value kept (bounds beyond the dtype's range are rounded to it,
             where torch would raise: :func:`representable_bound`).
         foreach: as in ``torch.nn.utils.clip_grad_value_``.
+        plain: every tensor is an ordinary ``Tensor`` (see :func:`use_foreach`).
     """
     for device, group, _ in group_by_device_and_dtype(tensors):
         dtype = group[0].dtype
         group_low, group_high = representable_bound(low, dtype), representable_bound(high, dtype)
-        if use_foreach(group, device, foreach):
+        if use_foreach(group, device, foreach, plain=plain):
             torch._foreach_clamp_min_(group, group_low)
             torch._foreach_clamp_max_(group, group_high)
         else:

@@ -191,6 +191,15 @@ def reiterable(parameters: ParamsLike) -> ParamsLike:
     return items
 
 
+def is_flat(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a registered view or a flat buffer (then the flat paths decide).
+
+    A call whose first gradient is neither takes no flat path (every one of them looks at the
+    first tensor first), so the plain path gives the same answer.
+    """
+    return bool(_OWNER_OF_VIEW) and (id(tensor) in _OWNER_OF_VIEW or id(tensor) in _OWNER_OF_BUFFER)
+
+
 def covering_buffers(tensors: Sequence[Tensor]) -> list[Tensor] | None:
     """The flat buffers that ``tensors`` (gradients) cover exactly, or ``None``.
 

@@ -30,8 +30,11 @@ from torch import Tensor
 from gradclip._kernels import (
     clamp_,
     clip_coefficient,
+    group_by_device_and_dtype,
     per_tensor_norms,
     scale_,
+    scale_groups_,
+    total_norm_of_groups,
 )
 from gradclip.distributed import (
     distributed_per_tensor_norms,
@@ -43,6 +46,7 @@ from gradclip.distributed import (
 from gradclip.flat import (
     covering_buffers,
     grad_buffers,
+    is_flat,
     norm_operands,
     reiterable,
     whole_flat_buffers,
@@ -55,6 +59,8 @@ from gradclip.parameters import (
     check_positive_number,
     named_grads,
     named_tensors,
+    plain_grads,
+    plain_tensors,
 )
 from gradclip.thresholds import bad_threshold, check_max_norm, raise_if_bad_threshold
 
@@ -94,24 +100,46 @@ def get_total_norm(
             sharded tensors.
     """
     p = check_norm_type(norm_type)
-    # Flat gradient buffers (gradclip.flat) stand for the views they hold: O(1) kernels.
-    all_tensors = norm_operands(tensors) or [t for _, t in named_tensors(tensors, "tensors")]
+    plain = plain_tensors(tensors)
+    if plain is not None and (not plain or not is_flat(plain[0])):
+        all_tensors = plain
+    else:  # flat gradient buffers (gradclip.flat) stand for the views they hold: O(1) kernels
+        plain = None
+        all_tensors = norm_operands(tensors) or [t for _, t in named_tensors(tensors, "tensors")]
     if not all_tensors and process_group is None:
         return torch.tensor(0.0)
-    if needs_reduction(all_tensors, process_group):  # a rank with none still joins the group
-        check_shardable_norm_type(p)
-        total_norm = distributed_total_norm(all_tensors, p, foreach, process_group)
-    else:
-        first_device = all_tensors[0].device
-        norms = per_tensor_norms(all_tensors, p, foreach)
-        total_norm = torch.linalg.vector_norm(torch.stack([n.to(first_device) for n in norms]), p)
-    if error_if_nonfinite and torch.logical_or(total_norm.isnan(), total_norm.isinf()):
-        raise RuntimeError(
-            f"The total norm of order {p} for gradients from `parameters` is non-finite, so it "
-            "cannot be clipped. To disable this error and scale the gradients by the non-finite "
-            "norm anyway, set `error_if_nonfinite=False`"
-        )
+    total_norm = _total_norm(all_tensors, p, foreach, process_group, plain=plain is not None)
+    if error_if_nonfinite:
+        raise_if_nonfinite_total(total_norm, p)
     return total_norm
+
+
+def raise_if_nonfinite_total(total_norm: Tensor, norm_type: float) -> None:
+    """torch's ``error_if_nonfinite``: raise if the total norm is NaN or Inf (a host sync).
+
+    Args:
+        total_norm: the 0-dim total norm.
+        norm_type: its p, for the message.
+
+    Raises:
+        RuntimeError: the norm is not finite (torch's message).
+    """
+    if torch.logical_or(total_norm.isnan(), total_norm.isinf()):
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, "
+            "so it cannot be clipped. To disable this error and scale the gradients by the "
+            "non-finite norm anyway, set `error_if_nonfinite=False`"
+        )
+
+
+def _total_norm(
+    tensors: Sequence[Tensor], p: float, foreach: bool | None, process_group: Any, plain: bool
+) -> Tensor:
+    if needs_reduction([] if plain else tensors, process_group):  # a rank with none joins too
+        check_shardable_norm_type(p)
+        return distributed_total_norm(tensors, p, foreach, process_group)
+    groups = group_by_device_and_dtype(tensors)
+    return total_norm_of_groups(groups, p, foreach, tensors[0].device, plain=plain)
 
 
 def check_shardable_norm_type(norm_type: float) -> None:
@@ -275,6 +303,12 @@ def clip_grad_norm_(
     policy = check_policy(nonfinite)
     max_norm = check_max_norm(max_norm)
     parameters = reiterable(parameters)
+    # A plain list of parameters: torch's work and no more ("error" needs names, a process
+    # group the distributed path).
+    plain = plain_grads(parameters) if policy != "error" and process_group is None else None
+    if plain is not None and (not plain or not is_flat(plain[0])):
+        p = check_norm_type(norm_type)
+        return _clip_plain_grads_(plain, max_norm, p, error_if_nonfinite, foreach, policy)
     # Flat gradient buffers (gradclip.flat) stand for their views; "error" names a view.
     buffers = grad_buffers(parameters) if policy != "error" else None
     named = named_grads(parameters) if buffers is None else []
@@ -289,6 +323,31 @@ def clip_grad_norm_(
         raise_if_nonfinite(named, total_norm)
         raise_if_bad_threshold(max_norm)
     scale_grads_(grads, clip_coefficient(max_norm, total_norm), foreach)
+    if policy == "skip":
+        total_norm = skip_nonfinite_(grads, total_norm, max_norm)
+    return total_norm
+
+
+def _clip_plain_grads_(
+    grads: list[Tensor],
+    max_norm: float | Tensor,
+    p: float,
+    error_if_nonfinite: bool,
+    foreach: bool | None,
+    policy: str,
+) -> Tensor:
+    """:func:`clip_grad_norm_` on ordinary local gradients, grouped once for norm and scale.
+
+    The kernels and their order are torch's (bit-identical results); the (device, dtype)
+    groups and the foreach choice are made once, not once for the norm and again for the scale.
+    """
+    if not grads:
+        return torch.tensor(0.0)
+    groups = group_by_device_and_dtype(grads)
+    total_norm = total_norm_of_groups(groups, p, foreach, grads[0].device, plain=True)
+    if error_if_nonfinite:
+        raise_if_nonfinite_total(total_norm, p)
+    scale_groups_(groups, clip_coefficient(max_norm, total_norm), foreach, plain=True)
     if policy == "skip":
         total_norm = skip_nonfinite_(grads, total_norm, max_norm)
     return total_norm
@@ -394,9 +453,20 @@ def clip_grad_value_(
     """
     clip_value = check_positive_number(clip_value, "clip_value", allow_zero=True)
     parameters = reiterable(parameters)
+    plain = plain_grads(parameters)
+    if plain is not None and (not plain or not is_flat(plain[0])):
+        # A plain list of parameters: torch's kernels, types looked up once, no names.
+        clamp_(nonempty(plain), -clip_value, clip_value, foreach, plain=True)
+        return
     grads = grad_buffers(parameters) or [g for _, g in named_grads(parameters)]
-    grads = [g for g in local_tensors(grads) if g.numel() > 0]
-    clamp_grads_(grads, -clip_value, clip_value, foreach)
+    clamp_grads_(nonempty(local_tensors(grads)), -clip_value, clip_value, foreach)
+
+
+def nonempty(tensors: list[Tensor]) -> list[Tensor]:
+    """``tensors`` without the zero-element ones (torch's foreach clamp fails on them)."""
+    if all(map(Tensor.numel, tensors)):  # the common case: no per-tensor Python call
+        return tensors
+    return [t for t in tensors if t.numel() > 0]
 
 
 def clamp_grads_(

@@ -10,9 +10,11 @@ from __future__ import annotations
 import types
 import warnings
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import TypeAlias
 
 from torch import Tensor
+from torch.nn import Parameter
 
 NamedTensor: TypeAlias = tuple[str, Tensor]
 ParamsLike: TypeAlias = Tensor | Iterable[Tensor] | Iterable[NamedTensor]
@@ -76,6 +78,48 @@ def named_grads(parameters: ParamsLike, *, checked: bool = False) -> list[NamedT
     """
     named = parameters if checked else named_tensors(parameters)
     return [(name, p.grad) for name, p in named if p.grad is not None]
+
+
+# The types of a plain parameter list: no named pairs, no tensor subclasses (DTensor).
+PLAIN_PARAMETER_TYPES = frozenset({Tensor, Parameter})
+PLAIN_GRAD_TYPES = frozenset({Tensor})
+_grad_of = attrgetter("grad")
+
+
+def plain_tensors(tensors: ParamsLike) -> list[Tensor] | tuple[Tensor, ...] | None:
+    """``tensors`` if it is a list or tuple of ordinary tensors, else ``None``.
+
+    Ordinary: of type ``Tensor`` itself, the type torch's foreach kernels take without a
+    per-tensor fallback (no ``Parameter``, no DTensor, no named pairs). One look-up of the
+    set of types present, not one check per tensor.
+    """
+    if type(tensors) is not list and type(tensors) is not tuple:
+        return None
+    return tensors if PLAIN_GRAD_TYPES.issuperset(map(type, tensors)) else None
+
+
+def plain_grads(parameters: ParamsLike) -> list[Tensor] | None:
+    """The gradients of a plain parameter list, or ``None`` where the general path is needed.
+
+    Plain: a list or tuple (a generator made into one by :func:`gradclip.flat.reiterable`)
+    of ordinary tensors or ``Parameter`` objects, whose gradients are ordinary tensors: no named
+    pairs, no DTensors, nothing to name in an error. The types are looked up once per call
+    (the set of the types present), not once per tensor, and no name strings are made: the
+    drop-in ops then cost what torch's cost.
+
+    Args:
+        parameters: what the caller passed, iterable twice.
+
+    Returns:
+        The gradients of the parameters that have one, in order; ``None`` when
+        ``parameters`` is anything else (then :func:`named_grads` serves).
+    """
+    if type(parameters) is not list and type(parameters) is not tuple:
+        return None
+    if not PLAIN_PARAMETER_TYPES.issuperset(map(type, parameters)):
+        return None
+    grads = [g for g in map(_grad_of, parameters) if g is not None]
+    return grads if PLAIN_GRAD_TYPES.issuperset(map(type, grads)) else None
 
 
 def check_positive_number(value: object, name: str, allow_zero: bool = False) -> float:
