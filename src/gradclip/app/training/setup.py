@@ -111,18 +111,21 @@ def clipper_from_spec(spec: str, nonfinite: str = "propagate") -> Clipper:
         if repr(spec) not in reason:
             reason = f"invalid clipping spec {spec!r}: {reason}"
         raise UserError(f"{reason} (e.g. none, norm:1.0, value:0.5, agc:0.01, autoclip:0.1, "
-                        "zclip)") from None
+                        "zclip, adagc, spikeskip+norm:1.0)") from None
     check_float32_range(spec, clipper)
     if nonfinite == "propagate" or clipper.nonfinite == nonfinite:
         return clipper
     if clipper.nonfinite != "propagate":
         raise UserError(f"--clip {spec} sets nonfinite={clipper.nonfinite} but --nonfinite is "
                         f"{nonfinite}; give the policy once")
-    return type(clipper)(**{**clipper.hyperparameters(), "nonfinite": nonfinite})
+    return clipper.with_nonfinite(nonfinite)
 
 
 def check_float32_range(spec: str, clipper: Clipper) -> None:
-    """Thresholds are compared with float32 norms: a larger one is a typo, not a setting."""
+    """Thresholds are compared with float32 norms: a larger one is a typo, not a setting
+    (a chain's members are checked each)."""
+    for member in getattr(clipper, "clippers", ()):
+        check_float32_range(spec, member)
     for name, value in clipper.hyperparameters().items():
         if isinstance(value, float) and math.isfinite(value) and abs(value) > FLOAT32_MAX:
             raise UserError(f"--clip {spec}: {name} must be within float32's range "
