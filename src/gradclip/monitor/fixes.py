@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 GATED_CELLS = ("lstm", "gru")
 ADAPTIVE_CLIPS = ("autoclip", "zclip", "adagc", "agc", "spikeskip")
-PROFILE_HINT = "`gradclip profile` with the same options prints one ('Recommended: --clip norm:...')"
+PROFILE_HINT = ("`gradclip profile` with the same options measures the norms and prints what "
+                "to use: 'Recommended: --clip ...'")
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,12 @@ def diverged_fix(setting: RunSetting) -> str:
     """The loss diverged: clip when not clipping, else tighten or fix the adaptive one."""
     family = setting.clip_family
     if family is None:
-        return (f"clip the global gradient norm at a typical healthy norm ({PROFILE_HINT}); "
-                f"or {setting.lower_lr()}; --nonfinite skip keeps a NaN step out of the weights")
+        return (f"clip ({PROFILE_HINT}); or {setting.lower_lr()}; --nonfinite skip keeps a NaN "
+                "step out of the weights")
     if family in ("autoclip", "zclip", "adagc"):
         return (f"{setting.clip} derives its threshold from the norms it has seen, so it "
-                "followed them up as they grew: use a fixed norm threshold measured on an "
-                f"unclipped start ({PROFILE_HINT}), or {setting.lower_lr()}")
+                "followed them up as they grew: use a threshold measured on an unclipped start "
+                f"({PROFILE_HINT}), or {setting.lower_lr()}")
     return (f"{setting.clip} bounded each gradient, yet the updates still diverged: "
             f"{setting.lower_lr()}, or lower the threshold")
 
@@ -83,8 +84,8 @@ def diverged_fix(setting: RunSetting) -> str:
 def exploding_fix(setting: RunSetting) -> str:
     """Spikes or growth in the norm: clip if not clipping; say what clipping already does."""
     if not setting.clipping:
-        return (f"clip the global gradient norm (Pascanu et al. 2013) at a typical healthy "
-                f"norm ({PROFILE_HINT}); or {setting.lower_lr()}")
+        return (f"clip the gradient (Pascanu et al. 2013; {PROFILE_HINT}); or "
+                f"{setting.lower_lr()}")
     return (f"{setting.clip} already bounds each update; if the loss suffers at the spikes, "
             f"lower the threshold or {setting.lower_lr()}")
 
@@ -147,7 +148,7 @@ def tight_fix(setting: RunSetting, clip_fraction: float | None) -> str:
     """The threshold is too tight: clipping on most steps makes it a fixed step length."""
     return (f"the threshold is too tight: {setting.clip} fired on {clip_fraction:.0%} of the "
             "steps, so it shortened ordinary updates, not only spikes; raise it to about the "
-            f"90th percentile of the unclipped norms ({PROFILE_HINT})")
+            f"90th percentile of the unclipped norms, or see what {PROFILE_HINT}")
 
 
 def zeroed_fix(setting: RunSetting) -> str:
