@@ -1,0 +1,140 @@
+"""Regenerate what the docs publish from real runs: ``make docs-figures``.
+
+    python scripts/docs_figures.py                     # the demo and the quick benchmark
+    python scripts/docs_figures.py --only demo         # the demo alone (a few minutes)
+    python scripts/docs_figures.py --only benchmark    # the quick suite (about an hour on 2 cores)
+
+Each target runs the real ``gradclip`` command into ``runs/docs-figures/<target>`` and copies
+what the docs show into ``docs/`` (``--docs DIR`` elsewhere), with a ``provenance.json``
+beside it: the command, the versions of gradclip, torch and Python, the machine, the date and
+the wall time. The pages include the generated tables and explanations (the ``--8<--`` lines,
+pymdownx.snippets), and ``tests/contracts/test_docs_numbers.py`` checks that the prose around
+them quotes no run number of its own, so a rerun can never leave a page stale.
+
+``--steps`` and ``--seeds`` shorten the demo (for the test of this script); the published
+figures come from the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ("demo", "benchmark")
+TOXIC_COMMENTS = ROOT.parent / "shared" / "data" / "toxic_comments.csv"
+
+
+def provenance(command: list[str], started: float, wall_seconds: float) -> dict[str, object]:
+    """What produced a generated file: command, versions, machine, date, wall time."""
+    return {
+        "command": shlex.join(["gradclip", *command]),
+        "date": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "wall_seconds": round(wall_seconds, 1),
+        "gradclip": metadata.version("gradclip"),
+        "torch": metadata.version("torch"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
+    }
+
+
+def run_gradclip(command: list[str]) -> tuple[str, dict[str, object]]:
+    """Run ``gradclip COMMAND`` (its output streams through); its stdout and provenance."""
+    started = time.time()
+    print("$ " + shlex.join(["gradclip", *command]), flush=True)
+    process = subprocess.run([sys.executable, "-m", "gradclip", *command], stdout=subprocess.PIPE,
+                             text=True, check=False, cwd=ROOT)
+    sys.stdout.write(process.stdout)
+    if process.returncode != 0:
+        raise SystemExit(f"docs_figures: gradclip {command[0]} failed (exit {process.returncode})")
+    return process.stdout, provenance(command, started, time.time() - started)
+
+
+def shown(path: Path) -> str:
+    """``path`` as the command shows it: relative to the repository when it is inside."""
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def write_json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def fresh(folder: Path) -> Path:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def demo(runs: Path, docs: Path, steps: int | None, seeds: int | None) -> None:
+    """``gradclip demo``: docs/demo.png, and the table, explanation and numbers it printed."""
+    out = runs / "demo"
+    if out.exists():
+        shutil.rmtree(out)
+    command = ["demo", "--out", shown(out)]
+    command += ["--steps", str(steps)] if steps else []
+    command += ["--seeds", str(seeds)] if seeds else []
+    stdout, record = run_gradclip(command)
+    generated = fresh(docs / "generated" / "demo")
+    shutil.copy(out / "demo.png", docs / "demo.png")
+    shutil.copy(out / "table.txt", generated / "table.txt")
+    shutil.copy(out / "demo.json", generated / "demo.json")
+    lesson = stdout[stdout.index("How to read this"):stdout.index("\nplot: ")].rstrip()
+    (generated / "explanation.txt").write_text(lesson + "\n", encoding="utf-8")
+    (generated / "timing.txt").write_text(
+        f"{record['wall_seconds']:.0f} s on {record['cpu_count']} cores (load average "
+        f"{record['load_average_at_start'][0]:.1f} at the start), {record['date'][:10]}\n",
+        encoding="utf-8")
+    write_json(generated / "provenance.json", record)
+
+
+def benchmark(runs: Path, docs: Path) -> None:
+    """``gradclip benchmark --suite quick``: docs/benchmark/quick.md, its figures and results."""
+    out = runs / "bench-quick"
+    command = ["benchmark", "--suite", "quick", "--out", shown(out)]
+    if TOXIC_COMMENTS.is_file():
+        command[3:3] = ["--data", shown(TOXIC_COMMENTS.resolve())]
+    _, record = run_gradclip(command)
+    published = docs / "benchmark"
+    published.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out / "report.md", published / "quick.md")
+    for name in ["results.json", *(path.name for path in out.glob("*.png"))]:
+        shutil.copy(out / name, published / name)
+    write_json(published / "provenance.json", record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=TARGETS, action="append",
+                        help="regenerate this target only (repeatable; default: all)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "docs-figures",
+                        help="where the runs are trained")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs",
+                        help="the docs folder to write into")
+    parser.add_argument("--steps", type=int, default=None, help="demo steps (tests only)")
+    parser.add_argument("--seeds", type=int, default=None, help="demo seeds (tests only)")
+    args = parser.parse_args(argv)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    for target in args.only or TARGETS:
+        if target == "demo":
+            demo(args.runs.resolve(), args.docs, args.steps, args.seeds)
+        else:
+            benchmark(args.runs.resolve(), args.docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Numbers in the docs never go stale: published run results come from the files
+`make docs-figures` (scripts/docs_figures.py) generates, included into the pages as they are;
+the prose around them quotes the demo's setting, never a run's result.
+
+Covered: the demo section of docs/application.md (its table, explanation and time) and the
+benchmark page (docs/benchmark/quick.md is the report of a real run, copied as is).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+GENERATED = DOCS / "generated" / "demo"
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.M)
+NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?:e[+-]?\d+)?%?")
+PROVENANCE_KEYS = {"command", "date", "gradclip", "torch", "python"}
+
+
+def demo_section() -> str:
+    text = (DOCS / "application.md").read_text(encoding="utf-8")
+    start = text.index("## `gradclip demo`")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def prose(markdown: str) -> str:
+    """The text a reader reads as prose: no code blocks, inline code, links or includes."""
+    markdown = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+    markdown = SNIPPET.sub("", markdown)
+    markdown = re.sub(r"`[^`]*`", "", markdown)
+    return re.sub(r"\]\([^)]*\)", "]", markdown)
+
+
+def setting_numbers() -> set[str]:
+    """The demo's setting, as the prose writes it, each checked against the code."""
+    from gradclip.app.experiments import demo_setting as setting
+    from gradclip.app.tasks.adding import SUCCESS_MSE
+    from gradclip.app.training.setup import WARMDOWN_FRACTION
+
+    assert (setting.SEQ_LEN, setting.HIDDEN, setting.LR, setting.MOMENTUM, setting.BATCH,
+            setting.EVAL_EVERY, SUCCESS_MSE) == (10, 64, 0.15, 0.9, 64, 100, 0.01)
+    return {
+        "10", "64", "0.15", "0.9", "100", "0.01",       # demo_setting, SUCCESS_MSE
+        f"{1 - WARMDOWN_FRACTION:.0%}", "0",             # warmdown: constant for 80%, decay to 0
+        "4,000", "3",                                    # gradclip demo's --steps, --seeds
+        "1,000",                                         # the adding task's validation sequences
+        "1", "0.167",                                    # predicting 1 always: MSE 1/6
+    }
+
+
+def test_the_demo_section_includes_the_generated_table_explanation_and_time():
+    included = set(SNIPPET.findall(demo_section()))
+    assert included == {f"docs/generated/demo/{name}"
+                        for name in ("table.txt", "explanation.txt", "timing.txt")}
+    assert all((ROOT / path).is_file() for path in included)
+
+
+def test_the_demo_prose_quotes_no_number_of_its_own():
+    quoted = set(NUMBER.findall(prose(demo_section())))
+    assert quoted <= setting_numbers(), sorted(quoted - setting_numbers())
+
+
+def test_the_generated_demo_records_its_command_versions_and_date():
+    record = json.loads((GENERATED / "provenance.json").read_text(encoding="utf-8"))
+    assert set(record) >= PROVENANCE_KEYS
+    assert record["command"].startswith("gradclip demo --out ")
+    assert "--steps" not in record["command"] and "--seeds" not in record["command"]
+
+
+def test_the_generated_table_is_the_one_the_run_wrote():
+    rows = json.loads((GENERATED / "demo.json").read_text(encoding="utf-8"))
+    table = (GENERATED / "table.txt").read_text(encoding="utf-8")
+    assert [line.split()[0] for line in table.splitlines()[2:]] == [r["strategy"] for r in rows]
+    assert all(row["seeds"] == 3 and row["steps_done"] == [4000] * 3 for row in rows
+               if row["nonfinite_loss_steps"] == 0)
+
+
+def test_the_published_benchmark_is_a_run_report_with_its_provenance():
+    report = (DOCS / "benchmark" / "quick.md").read_text(encoding="utf-8")
+    record = json.loads((DOCS / "benchmark" / "provenance.json").read_text(encoding="utf-8"))
+    assert set(record) >= PROVENANCE_KEYS and record["command"] in report
+    assert f"gradclip {record['gradclip']}, torch {record['torch']}" in report
+
+
+def benchmark_setting_numbers() -> set[str]:
+    """The suites' settings, as the benchmark page writes them, checked against the code."""
+    from gradclip.app.experiments.benchmark import SUITES, hard_settings
+
+    settings = {s.options.name: s for s in hard_settings(SUITES["quick"], Path("x.csv"))}
+    assert [(s.options.seq_len, s.train.lr) for name, s in settings.items() if name != "text"] \
+        == [(10, 0.15), (20, 0.1), (50, 1.0)]
+    assert settings["text"].model.hidden_size == 64
+    assert [(suite.seeds, suite.scale) for suite in SUITES.values()] == [
+        (1, 0.05), (3, 0.5), (5, 1.0)]
+    return {
+        "10", "0.15", "20", "0.1", "1.0", "64",   # the tasks' T, lr and the text model's width
+        "1", "5%", "3", "5",                      # the suites' seeds and budget
+        "2013",                                   # Pascanu, Mikolov & Bengio (2013)
+        "8",                                      # the lm task's validation streams
+    }
+
+
+def test_the_benchmark_page_quotes_only_the_suites_settings():
+    quoted = set(NUMBER.findall(prose((DOCS / "benchmark.md").read_text(encoding="utf-8"))))
+    assert quoted <= benchmark_setting_numbers(), sorted(quoted - benchmark_setting_numbers())
+
+
+def test_docs_figures_regenerates_the_demo_files(tmp_path):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_figures.py"), "--only", "demo",
+                    "--runs", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
+                    "--steps", "20", "--seeds", "1"], check=True, capture_output=True)
+    generated = tmp_path / "docs" / "generated" / "demo"
+    assert {p.name for p in generated.iterdir()} == {
+        "table.txt", "explanation.txt", "timing.txt", "demo.json", "provenance.json"}
+    assert (tmp_path / "docs" / "demo.png").is_file()
