@@ -108,3 +108,49 @@ def test_mixin_accepts_a_spec_string_and_checkpoints_the_clipper_state():
     restored = TinyModule("autoclip:0.5")
     restored.on_load_checkpoint(checkpoint)
     assert torch.equal(restored.clipper.threshold(), module.clipper.threshold())
+
+
+class LossRecordingClip(gradclip.NoClip):
+    """NoClip that records the loss each optimizer step hands it."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def clip_(self, parameters, loss=None):
+        self.losses.append(None if loss is None else loss.clone())
+        return super().clip_(parameters)
+
+
+@pytest.mark.parametrize("how", ["mixin", "callback"])
+def test_the_window_s_loss_reaches_the_clipper_once_per_optimizer_step(how):
+    from gradclip.integrations.lightning import GradClipCallback
+
+    clipper = LossRecordingClip()
+    module = TinyModule(clipper if how == "mixin" else gradclip.NoClip())
+    module.log_clip_stats = False
+    losses = []
+    module.on_before_backward = lambda loss, original=module.on_before_backward: (
+        losses.append(loss.detach().clone()), original(loss))[-1]
+    callbacks = [GradClipCallback(clipper, log=False)] if how == "callback" else []
+    fit(module, callbacks=callbacks, accumulate=2, max_steps=4)
+    assert len(clipper.losses) == 4
+    for step, seen in enumerate(clipper.losses):
+        # Lightning backpropagates loss / accumulate; the clipper sees the window's sum
+        torch.testing.assert_close(seen, losses[2 * step] + losses[2 * step + 1])
+
+
+def test_spikeskip_through_the_mixin_skips_the_step_whose_loss_spikes():
+    module = TinyModule("spikeskip:window=20,sigma=3")
+    module.log_clip_stats = False
+    spike_at = 30
+
+    def training_step(batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(module.layer(x), y)
+        return loss * 1e4 if module.trainer.global_step == spike_at else loss
+
+    module.training_step = training_step
+    trainer = fit(module, max_steps=40)
+    assert module.skipped_steps >= 1
+    assert int(trainer.optimizers[0].state[module.layer.weight]["step"]) == 40 - module.skipped_steps
