@@ -1,7 +1,7 @@
 """Does ``gradclip profile``'s advice hold? Its recommendations trained on 3 seeds, per setting.
 
-    python -m benchmarks.advice [--seeds 3] [--tasks readme,adding,temporal-order,lm]
-                                [--out runs/advice] [--json benchmarks/advice.json]
+    python -m benchmarks.advice [--seeds 3] [--tasks readme,adding,temporal-order,lm[,text]]
+                                [--data toxic_comments.csv] [--out runs/advice] [--json PATH]
 
 For each setting (the README's adding problem, T=10, vanilla RNN, SGD lr 0.15, 3,000 steps at
 a constant lr; then the quick benchmark suite's settings, ``gradclip benchmark --suite
@@ -44,10 +44,10 @@ README = TaskSetting(
     profile_steps=300)
 
 
-def settings(names: list[str]) -> dict[str, TaskSetting]:
-    """``readme`` and the quick suite's tasks, by name."""
+def settings(names: list[str], data: Path | None) -> dict[str, TaskSetting]:
+    """``readme`` and the quick suite's tasks (``text`` needs ``data``), by name."""
     found = {"readme": README}
-    found.update({s.options.name: s for s in hard_settings(SUITES["quick"], None)})
+    found.update({s.options.name: s for s in hard_settings(SUITES["quick"], data)})
     return {name: found[name] for name in names}
 
 
@@ -114,11 +114,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tasks", default="readme,adding,temporal-order,lm")
     parser.add_argument("--out", type=Path, default=Path("runs/advice"))
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the toxic-comment CSV, for --tasks ...,text")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows, advice = [], {}
-    for name, setting in settings(args.tasks.split(",")).items():
+    for name, setting in settings(args.tasks.split(","), args.data).items():
         recommendation = profile(setting, args.out / "profiles" / name)
         advice[name] = {"specs": list(recommendation.specs), "regime": recommendation.regime,
                         "norm_threshold": recommendation.norm_threshold,

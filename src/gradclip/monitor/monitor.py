@@ -117,6 +117,9 @@ class GradientMonitor:
         self.profile_modules = (self.profiles.attach(model)
                                 if hidden_states and isinstance(model, nn.Module) else [])
         self.cells = recurrent_cells(model)
+        self.recurrent_layers = sum(m.num_layers for m in model.modules()
+                                    if isinstance(m, nn.RNNBase)) or None \
+            if isinstance(model, nn.Module) else None
         self._snapshot_buffer: list[Tensor] | None = None
         self._order_hooks = [p.register_post_accumulate_grad_hook(self._arrived(i))
                              for i, p in enumerate(self._parameters)]
@@ -252,7 +255,7 @@ class GradientMonitor:
             module_names=self.module_names, tensors=tensors,
             profile_names=tuple(profiles), recent_steps=min(recent, count),
             stats_steps=self._stats_steps, arrival_order=self._last_arrival, rules=self.rules,
-            cells=self.cells)
+            cells=self.cells, recurrent_layers=self.recurrent_layers)
 
     def close(self) -> None:
         """Remove every hook the monitor placed on the model."""

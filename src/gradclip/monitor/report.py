@@ -59,6 +59,7 @@ class GradientReport:
     arrival_order: tuple[int, ...] = ()
     rules: VerdictRules = field(default_factory=VerdictRules, repr=False)
     cells: dict[str, str] = field(default_factory=dict, repr=False)
+    recurrent_layers: int | None = None
 
     @functools.cached_property
     def _values(self) -> dict[str, list[float]]:
@@ -159,9 +160,11 @@ class GradientReport:
         found.append(spike_verdict(history[-recent:], history[:-recent], self.rules,
                                    self.clip_fraction))
         found.append(growth_verdict(history, self.rules, self.clip_fraction))
-        found.extend(time_verdicts(self.time_profiles, self.rules, self.cells))
+        found.extend(time_verdicts(self.time_profiles, self.rules, self.cells,
+                                   self.recurrent_layers))
         cells = set(self.cells.values())
-        setting = RunSetting(cell=cells.pop() if len(cells) == 1 else None)
+        setting = RunSetting(cell=cells.pop() if len(cells) == 1 else None,
+                             layers=self.recurrent_layers)
         found.append(depth_verdict(self.module_norms, self.rules, setting))
         return by_severity([v for v in found if v is not None])
 

@@ -138,11 +138,13 @@ def _exploding_fix(clip_fraction: float | None) -> str:
 
 
 def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules,
-                  cells: dict[str, str] | None = None) -> list[Verdict]:
+                  cells: dict[str, str] | None = None, layers: int | None = None
+                  ) -> list[Verdict]:
     """Vanishing/exploding through time from the per-step gradient norms of recurrent layers.
 
     ``cells`` names each layer's cell (torch's ``mode``: ``"RNN_TANH"``, ``"LSTM"``, ...), so
-    that the fix fits it (no gated cell is suggested to a gated cell).
+    that the fix fits it (no gated cell is suggested to a gated cell); ``layers``, the
+    number of stacked recurrent layers (no advice about stacking for one).
     """
     verdicts = []
     cells = cells or {}
@@ -160,7 +162,7 @@ def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules,
             f"{_times(ratios[weakest])} the one reaching the last step; it stays within "
             f"{rules.vanishing_ratio:g}x of the last only over the last {reach} steps, so "
             f"dependencies longer than ~{reach} steps cannot be learnt.",
-            fixes.vanishing_fix(RunSetting(cell=cells.get(weakest))),
+            fixes.vanishing_fix(RunSetting(cell=cells.get(weakest), layers=layers)),
             {"module": weakest, "first_to_last": ratios[weakest], "reach": reach,
              "steps": len(profile)}))
     verdicts.extend(growth_in_time(profiles, rules))
