@@ -1,8 +1,8 @@
 # Quick start: `make demo` then `make test`. Both build .venv on a fresh machine.
 #
 # torch comes from TORCH_INDEX; the default is PyTorch's CPU index, whose torch==2.13.0 is the
-# CPU build (about 200 MB). A plain `pip install torch` on Linux would resolve PyPI's CUDA build
-# and its ~15 nvidia-* packages and triton (several GB). Override either variable:
+# CPU build (a 192 MB wheel, 754 MB installed). A plain `pip install torch` on Linux resolves PyPI's CUDA
+# build, with the nvidia-* CUDA libraries and triton (several GB). Override either variable:
 #   make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126   # a CUDA 12.6 build
 #   make demo TORCH_INDEX=                                          # whatever your pip index serves
 #   make demo TORCH_SPEC='torch>=2.6'                               # another torch release
