@@ -170,6 +170,13 @@ class GradClipMixin:
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
+        """Lightning's clipping moment (after accumulation and the AMP unscale): run the clipper.
+
+        Args:
+            optimizer: the optimizer about to step; its parameters are clipped.
+            gradient_clip_val: Lightning's own setting, ignored (the clipper decides).
+            gradient_clip_algorithm: Lightning's own setting, ignored.
+        """
         self.clipper = as_clipper(self.clipper)
         loss = self._loss_window().take(getattr(self, "trainer", None))
         stats, skipped = clip_optimizer_gradients_(
@@ -179,6 +186,7 @@ class GradClipMixin:
         self.skipped_steps = getattr(self, "skipped_steps", 0) + int(skipped)
 
     def on_before_backward(self, loss: Tensor) -> None:
+        """Add each backpropagated loss of the window (``SpikeSkip`` watches their sum)."""
         self._loss_window().add(loss)
         super().on_before_backward(loss)  # type: ignore[misc]
 
@@ -189,10 +197,12 @@ class GradClipMixin:
         return self._gradclip_losses
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the clipper's ``state_dict()`` into Lightning's checkpoint."""
         checkpoint[CHECKPOINT_KEY] = as_clipper(self.clipper).state_dict()
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the clipper's state from Lightning's checkpoint (when it holds one)."""
         if CHECKPOINT_KEY in checkpoint:
             self.clipper = as_clipper(self.clipper)
             self.clipper.load_state_dict(checkpoint[CHECKPOINT_KEY])
