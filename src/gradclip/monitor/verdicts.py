@@ -42,9 +42,8 @@ FIX_NONFINITE = (
     "(clip_grad_norm_(..., nonfinite='skip'), or --clip norm:... in the CLI); check the "
     "named layer for log(0), division by zero or overflow (fp16: use a GradScaler)")
 FIX_EXPLODING = (
-    "clip the global gradient norm (Pascanu et al. 2013): `gradclip profile` measures the "
-    "norms and prints what to use ('Recommended: --clip ...'); lowering the learning rate "
-    "also helps")
+    "clip the gradient (Pascanu et al. 2013): `gradclip profile` measures the norms and "
+    "prints what to use ('Recommended: --clip ...'); lowering the learning rate also helps")
 FIX_VANISHING = fixes.vanishing_fix(RunSetting())  # the cell unknown
 
 

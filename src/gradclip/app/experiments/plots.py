@@ -83,11 +83,11 @@ def plot_profile(global_norms: Sequence[float], module_norms: dict[str, Sequence
     if norms:
         axes[0].hist(norms, bins=log_bins(norms), color="tab:blue", alpha=0.8)
     if recommendation is not None:
-        chosen = any(spec.startswith("norm:") for spec in recommendation.specs)
+        uses = [s for s in recommendation.specs if s.split("+")[-1].startswith("norm:")]
         axes[0].axvline(recommendation.norm_threshold, color="tab:red", linestyle="--",
                         label=f"norm {recommendation.norm_threshold:.2g}: "
                               f"{recommendation.norm_rule}"
-                              f"{'' if chosen else ' (not recommended here)'}")
+                              f" ({'recommended: ' + uses[0] if uses else 'not recommended'})")
         axes[0].legend(fontsize=8)
     axes[0].set(xscale="log", xlabel="global L2 gradient norm per step (log scale)",
                 ylabel="steps", title=f"global gradient norm over {len(global_norms)} steps")
@@ -105,7 +105,7 @@ def plot_profile(global_norms: Sequence[float], module_norms: dict[str, Sequence
         axes[2].axvline(recommendation.value_threshold, color="tab:red", linestyle="--",
                         label=f"value {recommendation.value_threshold:.2g}: "
                               f"{recommendation.value_rule}"
-                              f"{'' if chosen else ' (not recommended here)'}")
+                              f" ({'recommended' if chosen else 'not recommended'})")
         axes[2].legend(fontsize=8)
     axes[2].set(xscale="log", xlabel="|gradient element| (log scale)", ylabel="sampled elements",
                 title="per-element gradient magnitude")
