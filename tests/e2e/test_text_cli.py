@@ -73,7 +73,8 @@ def test_eval_on_a_csv_without_comment_text_is_one_line_and_exit_2(trained_run, 
     bad.write_text("text,toxic\nhello,1\n", encoding="utf-8")
     assert main(["eval", str(trained_run), "--data", str(bad)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"gradclip: error: {bad} has no 'comment_text' column (its columns: text, toxic)"]
+        f"gradclip: error: {bad} has no 'comment_text' column (its columns: text, toxic); "
+        "name the comment column with --text-column NAME"]
 
 
 BAD_FILES = {
@@ -106,3 +107,76 @@ def test_labels_naming_an_absent_column_is_one_error_line(tmp_path, capsys):
                  "--out", str(tmp_path / "run"), "--progress", "never", *TINY_MODEL])
     assert code == 2
     assert "label column 'threat' is not in" in capsys.readouterr().err
+
+
+def test_text_defaults_are_the_tasks_and_recorded_in_config_json(trained_run, tmp_path):
+    from gradclip.app.config import RECOMMENDED
+
+    data = write_comments(tmp_path / "d.csv", count=40)
+    run_dir = tmp_path / "defaults"
+    assert main(["train", "--task", "text", "--data", str(data), "--steps", "2", "--max-len",
+                 "16", "--vocab-size", "100", "--out", str(run_dir), "--progress", "never"]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    text = RECOMMENDED["text"]
+    assert config["model"]["cell"] == text["model"]
+    assert config["model"]["bidirectional"] is text["bidirectional"]
+    assert (config["train"]["optimizer"], config["train"]["lr"]) == (text["optimizer"], text["lr"])
+    assert config["train"]["threads"] == text["threads"]
+    assert config["task"]["ngram_buckets"] > 0  # the wide & deep model
+    # explicit flags win, and are what config.json records
+    flags = json.loads((trained_run / "config.json").read_text())
+    assert (flags["model"]["cell"], flags["train"]["optimizer"]) == ("lstm", "adam")
+
+
+def test_eval_baseline_prints_the_tfidf_comparison(trained_run, tmp_path):
+    pytest.importorskip("sklearn")
+    unseen = write_comments(tmp_path / "unseen.csv", count=60, seed=5)
+    result = subprocess.run(
+        [sys.executable, "-m", "gradclip", "eval", str(trained_run), "--data", str(unseen),
+         "--baseline", "--json"], capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert set(scores["baseline"]["per_label"]) == {"toxic", "insult"}
+    assert 0.0 <= scores["baseline"]["mean_roc_auc"] <= 1.0
+
+
+def test_eval_of_the_training_file_warns_and_scores_only_unseen_rows(trained_run, capsys):
+    data = json.loads((trained_run / "config.json").read_text())["task"]["data"]
+    code = main(["eval", str(trained_run), "--data", data, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    warning = captured.err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: ")
+    scores = json.loads(captured.out)
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert scores["rows"] == summary["data"]["val_rows"]  # the validation rows only
+    assert scores["training_rows_skipped"] == summary["data"]["train_rows"]
+
+
+def test_predict_writes_one_probability_per_label(trained_run, tmp_path, capsys):
+    unlabelled = tmp_path / "new.csv"
+    unlabelled.write_text('id,comment_text\na,"grr page"\nb,"thanks\nfor the edit"\nc,\n',
+                          encoding="utf-8")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(trained_run), "--data", str(unlabelled), "--out", str(out)]) == 0
+    rows = list(csv.reader(out.open(encoding="utf-8", newline="")))
+    assert rows[0] == ["id", "toxic", "insult"]
+    assert [row[0] for row in rows[1:]] == ["a", "b", "c"]
+    assert all(0.0 <= float(value) <= 1.0 for row in rows[1:] for value in row[1:])
+
+
+def test_text_column_and_delimiter_are_read(tmp_path, capsys):
+    data = tmp_path / "semi.csv"
+    rows = ["body;toxic"] + [f"{'grr ' * (i % 2)}page {i};{i % 2}" for i in range(30)]
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code = main(["train", "--task", "text", "--data", str(data), "--steps", "1",
+                 "--out", str(tmp_path / "run"), "--progress", "never", *TINY_MODEL])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--text-column" in err and "--delimiter" in err
+    code = main(["train", "--task", "text", "--data", str(data), "--text-column", "body",
+                 "--delimiter", ";", "--steps", "1", "--out", str(tmp_path / "run"),
+                 "--progress", "never", *TINY_MODEL])
+    assert code == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["task"]["text_column"], config["task"]["delimiter"]) == ("body", ";")

@@ -27,6 +27,25 @@ from gradclip.app.errors import UserError
 DEFAULT_STEPS = 2000
 DEFAULT_EPOCHS = 3
 
+# The defaults of the flags whose value depends on the task (model, optimization, threads):
+# what a run gets when neither the user nor the task says otherwise. The synthetic tasks
+# (adding, temporal-order, lm) use exactly these.
+FLAG_DEFAULTS: dict[str, Any] = {
+    "model": "rnn", "hidden_size": 64, "layers": 1, "bidirectional": False, "dropout": 0.0,
+    "embed_dim": 128, "clip": "norm:1.0", "optimizer": "sgd", "lr": 0.05,
+    "weight_decay": 0.0, "schedule": "constant", "epochs": None, "threads": 1,
+}
+
+# Each task's recommended settings, used for every flag the user did not give (``gradclip
+# train --help`` lists them, ``config.json`` records the resolved values). Kept here, not in
+# the task modules, so that the command line can show them without importing torch.
+RECOMMENDED: dict[str, dict[str, Any]] = {
+    # measured by benchmarks/text.py (docs: the text classification page)
+    "text": {"model": "gru", "hidden_size": 64, "bidirectional": True, "dropout": 0.2,
+             "embed_dim": 128, "optimizer": "adamw", "lr": 0.002, "schedule": "cosine",
+             "epochs": 4, "clip": "norm:1.0", "threads": 2},
+}
+
 
 @dataclass(frozen=True)
 class TaskOptions:
@@ -42,6 +61,8 @@ class TaskOptions:
     labels: list[str] | None = None
     val_fraction: float | None = None
     text_file: Path | None = None
+    text_column: str | None = None
+    delimiter: str | None = None
 
 
 @dataclass(frozen=True)

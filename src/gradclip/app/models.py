@@ -156,6 +156,9 @@ class RecurrentModel(nn.Module):
 def build_model(task: Any, cell: str, hidden_size: int, layers: int, bidirectional: bool,
                 dropout: float, embed_dim: int) -> nn.Module:
     """The model a task needs (input kind, output size, readout) with the chosen architecture."""
+    if hasattr(task, "build_model"):  # a task with a model of its own (text: wide & deep)
+        return task.build_model(cell=cell, hidden_size=hidden_size, layers=layers,
+                                bidirectional=bidirectional, dropout=dropout, embed_dim=embed_dim)
     if task.readout == "next":
         return RecurrentLanguageModel(cell, task.vocab_size, streams=task.batch_size,
                                       windows_per_epoch=task.windows_per_epoch,

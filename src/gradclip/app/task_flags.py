@@ -17,6 +17,8 @@ TASK_FLAGS: dict[str, tuple[str, ...]] = {
     "--seq-len": ("adding", "temporal-order", "lm"),
     "--data": ("text", "lm"),
     "--labels": ("text",),
+    "--text-column": ("text",),
+    "--delimiter": ("text",),
     "--vocab-size": ("text",),
     "--max-len": ("text",),
     "--val-fraction": ("text", "lm"),

@@ -116,7 +116,7 @@ def test_labels_subset_keeps_those_columns_in_the_given_order(tmp_path):
 
 def test_labels_subset_naming_an_absent_column_is_a_user_error(tmp_path):
     path = write_rows(tmp_path / "c.csv", ["comment_text", "toxic"], [["hi", 1]])
-    with pytest.raises(UserError, match="label column 'threat' is not in .*label columns there: toxic"):
+    with pytest.raises(UserError, match="label column 'threat' is not in .*other columns: .*toxic.*--labels"):
         read_comments(path, ["toxic", "threat"])
 
 

@@ -15,6 +15,7 @@ from gradclip.app.config import TaskOptions  # noqa: E402
 from gradclip.app.errors import UserError  # noqa: E402
 from gradclip.app.tasks.base import seeded_generator  # noqa: E402
 from gradclip.app.tasks.text.data import split_rows  # noqa: E402
+from gradclip.app.tasks.text.model import split_inputs  # noqa: E402
 from gradclip.app.tasks.text.task import (  # noqa: E402
     TextTask,
     bucketed_batches,
@@ -136,7 +137,9 @@ def test_each_epoch_sees_every_training_row_in_a_new_order(data):
 def test_batch_shapes_follow_the_task_attributes(data):
     task = TextTask.from_options(task_args(data))
     batch = task.train_batch(0)
-    assert batch.inputs.dtype == torch.long and batch.inputs.shape[1] == int(batch.lengths.max())
+    tokens, codes = split_inputs(batch.inputs)  # token ids, then the row's n-gram codes
+    assert batch.inputs.dtype == torch.long and tokens.shape[1] == int(batch.lengths.max())
+    assert bool((codes >= 0).any(1).all())
     assert batch.targets.shape == (8, task.output_size) == (8, 2)
     assert int(batch.lengths.max()) <= 24
 

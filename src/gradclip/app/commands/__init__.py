@@ -14,6 +14,7 @@ from __future__ import annotations
 COMMANDS: dict[str, str] = {
     "train": "train a model on a task (or resume a run)",
     "eval": "score a trained text model on another CSV",
+    "predict": "score unlabelled comments with a trained text model",
     "demo": "train a vanilla RNN with and without clipping and compare",
     "profile": "measure gradient norms without clipping and recommend thresholds",
     "plot": "write PNG plots of a run directory's metrics.jsonl into it",

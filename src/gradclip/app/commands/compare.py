@@ -78,7 +78,9 @@ def complete(args: argparse.Namespace) -> None:
     """Fill the grid lists from the single-valued options, and the output folder."""
     if args.task == "text" and args.data is None:
         raise UserError("--task text needs --data CSV (comment_text plus label columns)")
-    if args.epochs is not None:  # --epochs replaces the default --steps (text task)
+    given_epochs = args.epochs
+    options.fill_task_defaults(args)
+    if given_epochs is not None:  # --epochs replaces the default --steps (text task)
         args.steps = None
     args.clips = args.clips or options.clip_list(DEFAULT_CLIPS)
     args.models = args.models or [args.model]

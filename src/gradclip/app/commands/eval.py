@@ -1,43 +1,47 @@
-"""``gradclip eval``: score a trained text model on another CSV of the same format."""
+"""``gradclip eval``: score a trained text model on another CSV of the same format.
+
+Rows the run trained on are left out (one warning line says how many): scoring them
+overstates the model. ``--baseline`` also fits word + character TF-IDF with logistic
+regression on the run's own training split and scores it on the same rows, side by side.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import sys
 from pathlib import Path
 
-import torch
-
 from gradclip.app.commands.options import HelpFormatter
-from gradclip.app.config import RunConfig
 from gradclip.app.errors import UserError
-from gradclip.app.models import build_model
-from gradclip.app.tasks.base import Task
-from gradclip.app.tasks.text.metrics import format_label_table
-from gradclip.app.training.rundir import json_safe
-from gradclip.app.training.runs import open_for_scoring
-from gradclip.app.training.setup import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="score a trained text model on another CSV", formatter_class=HelpFormatter,
-        description=__doc__.split("\n")[0].replace("``", "") + "\n\nexample:\n  gradclip eval runs/text-lstm-"
-        "norm_1.0-20260101-120000 --data unseen.csv --json")
+        description=__doc__.split("\n")[0].replace("``", "") + "\n\nexample:\n  gradclip eval runs/text-gru-"
+        "norm_1.0-20260101-120000 --data unseen.csv --baseline")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                         help="run directory written by gradclip train --task text")
     parser.add_argument("--data", type=Path, required=True,
-                        help="CSV with comment_text and the run's label columns")
+                        help="CSV with the run's text column and label columns")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also fit word+char TF-IDF + logistic regression on the run's "
+                             "training split and score it on the same rows (needs "
+                             "scikit-learn and the run's training file)")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (mean_roc_auc, per_label, accuracy, loss)")
+                        help="print one JSON object (mean_roc_auc, per_label, accuracy, loss; "
+                             "with --baseline a 'baseline' object of the same keys)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.set_defaults(run=run)
 
 
-def load_model(run_dir: Path, config: RunConfig, task: Task, state: dict,
-               device: torch.device) -> torch.nn.Module:
+def load_model(run_dir: Path, config, task, state: dict, device):
     """The run's model with the weights of its checkpoint, in eval mode."""
+    import dataclasses
+
+    from gradclip.app.models import build_model
+
     model = build_model(task, **dataclasses.asdict(config.model))
     try:
         model.load_state_dict(state["model"])
@@ -46,18 +50,57 @@ def load_model(run_dir: Path, config: RunConfig, task: Task, state: dict,
     return model.to(device).eval()
 
 
+def open_scoring(run_dir: Path, device_name: str):
+    """The run's config, task (with its training-row hashes), model and device."""
+    from gradclip.app.training.runs import open_for_scoring
+    from gradclip.app.training.setup import resolve_device
+
+    device = resolve_device(device_name)
+    config, task, state = open_for_scoring(run_dir)
+    if hasattr(task, "load_training_hashes"):
+        task.load_training_hashes(run_dir)
+    return config, task, load_model(run_dir, config, task, state, device), device
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gradclip.app.tasks.text.metrics import format_label_table, label_report
+    from gradclip.app.training.rundir import json_safe
+
     if not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
-    device = resolve_device(args.device)
-    config, task, state = open_for_scoring(args.run_dir)
-    model = load_model(args.run_dir, config, task, state, device)
+    _, task, model, device = open_scoring(args.run_dir, args.device)
     with torch.no_grad():
         scores = task.evaluate_file(model, args.data, device)
+    seen = scores.get("training_rows_skipped", 0)
+    if seen:
+        print(f"warning: {seen} rows of {args.data} were in the run's training split; scoring "
+              f"only the {scores['rows']} unseen rows", file=sys.stderr, flush=True)
+    baseline = None
+    if args.baseline:
+        from gradclip.app.tasks.text.baseline import baseline_logits
+
+        table, _ = task.unseen_rows(args.data)
+        train_texts, train_targets = task.training_split()
+        columns = [task.label_names.index(name) for name in table.label_names]
+        logits = baseline_logits(train_texts, train_targets[:, columns], table.texts)
+        baseline = label_report(logits, table.targets, table.label_names)
     if args.json:
         # strict JSON: a diverged model's NaN loss is written as the string "nan"
-        print(json.dumps(json_safe(scores), allow_nan=False))
-    else:
-        print(f"{args.data} scored by {args.run_dir} ({scores.get('rows', '?')} rows):")
-        print(format_label_table(scores))
+        out = dict(scores) if baseline is None else {**scores, "baseline": baseline}
+        print(json.dumps(json_safe(out), allow_nan=False))
+        return 0
+    print(f"{args.data} scored by {args.run_dir} ({scores.get('rows', '?')} rows):")
+    print(format_label_table(scores))
+    if baseline is not None:
+        print(f"\nword+char TF-IDF + logistic regression, fitted on the run's training split "
+              f"({len(train_texts)} rows), same rows:")
+        print(format_label_table(baseline))
+        print(f"\nmean ROC-AUC: model {_shown(scores['mean_roc_auc'])}, baseline "
+              f"{_shown(baseline['mean_roc_auc'])}")
     return 0
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -22,7 +22,7 @@ from gradclip.app.choices import (
     SCHEDULES,
 )
 from gradclip.app.choices import CELL_NAMES as CELLS
-from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
+from gradclip.app.config import FLAG_DEFAULTS, RECOMMENDED, ModelConfig, TaskOptions, TrainConfig
 from gradclip.app.errors import UserError
 from gradclip.app.tasks import TASKS
 
@@ -167,12 +167,14 @@ def model_name(text: str) -> str:
 
 
 def clip_list(text: str) -> list[str]:
-    """Specs separated by commas; a comma inside ``name:key=value,key=value`` stays in it."""
+    """Specs separated by commas; a comma inside ``name:key=value,key=value`` stays in it (in
+    a chain too: ``spikeskip:window=32,sigma=3+norm:1.0``)."""
     specs: list[str] = []
     for part in (item.strip() for item in text.split(",")):
         if not part:
             continue
-        if specs and "=" in part and ":" not in part:
+        head = part.split("+")[0]  # key=value, or key=value+next member: the spec goes on
+        if specs and "=" in head and ":" not in head:
             specs[-1] += "," + part
         else:
             specs.append(part)
@@ -198,6 +200,11 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--labels", type=label_list, default=None,
                        help="comma-separated label columns to learn (text; default: every "
                             "known label column present in the CSV)")
+    group.add_argument("--text-column", default=None, metavar="NAME",
+                       help="the CSV column holding the comments (text; default: comment_text)")
+    group.add_argument("--delimiter", default=None, metavar="CHAR",
+                       help="the CSV field separator, e.g. ';' or tab as $'\\t' (text; "
+                            "default: ,)")
     group.add_argument("--vocab-size", type=vocab_size, default=20000,
                        help="tokenizer vocabulary size, learnt from the training split (text)")
     group.add_argument("--max-len", type=positive_int, default=256,
@@ -210,44 +217,75 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
                             "else a few KB of Alice in Wonderland built in)")
 
 
+def task_default(name: str, help: str) -> str:
+    """``help`` followed by the flag's default and each task's own (``RECOMMENDED``)."""
+    shown = {True: "on", False: "off", None: "see above"}
+    def value(item): return shown.get(item, item) if isinstance(item, bool | None) else item
+    own = "; ".join(f"--task {task}: {value(settings[name])}"
+                    for task, settings in RECOMMENDED.items() if name in settings)
+    return f"{help} (default: {value(FLAG_DEFAULTS[name])}{'; ' + own if own else ''})"
+
+
+def resolve_task_defaults(args: argparse.Namespace) -> dict[str, object]:
+    """The value of each task-dependent flag: the one given, else the task's recommended
+    setting, else the flag's default (``FLAG_DEFAULTS``)."""
+    recommended = RECOMMENDED.get(getattr(args, "task", ""), {})
+    return {name: getattr(args, name) if getattr(args, name, None) is not None
+            else recommended.get(name, default) for name, default in FLAG_DEFAULTS.items()}
+
+
+def fill_task_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with each task-dependent flag the user left out set to its resolved value."""
+    for name, value in resolve_task_defaults(args).items():
+        if hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=tuple(CELLS), default="rnn",
-                       help="recurrent cell: vanilla RNN (tanh), RNN with ReLU, LSTM or GRU")
-    group.add_argument("--hidden-size", type=positive_int, default=64,
-                       help="hidden units per direction and layer")
-    group.add_argument("--layers", type=positive_int, default=1,
-                       help="stacked recurrent layers")
-    group.add_argument("--bidirectional", action="store_true",
-                       help="add a reverse-direction pass (each row reversed within its length)")
-    group.add_argument("--dropout", type=fraction, default=0.0,
-                       help="dropout on embeddings, between layers and before the head")
-    group.add_argument("--embed-dim", type=positive_int, default=128,
-                       help="token embedding width (text)")
+    group.add_argument("--model", choices=tuple(CELLS), default=None, help=task_default(
+        "model", "recurrent cell: vanilla RNN (tanh), RNN with ReLU, LSTM or GRU"))
+    group.add_argument("--hidden-size", type=positive_int, default=None,
+                       help=task_default("hidden_size", "hidden units per direction and layer"))
+    group.add_argument("--layers", type=positive_int, default=None,
+                       help=task_default("layers", "stacked recurrent layers"))
+    group.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+                       help=task_default("bidirectional", "add a reverse-direction pass (each "
+                                         "row reversed within its length)"))
+    group.add_argument("--dropout", type=fraction, default=None, help=task_default(
+        "dropout", "dropout on embeddings, between layers and before the head"))
+    group.add_argument("--embed-dim", type=positive_int, default=None,
+                       help=task_default("embed_dim", "token embedding width (text)"))
 
 
 def add_optimization_options(
     parser: argparse.ArgumentParser, *,
     clip_help: str = ("clipping strategy spec: none, norm:1.0, value:0.5, agc:0.01, "
-                      "autoclip:0.1, zclip, zclip:alpha=0.97,z_thresh=2.5, ..."),
+                      "autoclip:0.1, zclip, zclip:alpha=0.97,z_thresh=2.5, adagc, "
+                      "spikeskip; join specs with + to apply them in turn: "
+                      "spikeskip+norm:1.0, agc:0.01+norm:1.0"),
     steps_help: str = "optimizer steps (default: 2000 for synthetic tasks)",
 ) -> None:
     group = parser.add_argument_group("optimization and clipping")
-    group.add_argument("--clip", default="norm:1.0", help=clip_help)
+    group.add_argument("--clip", default=None, help=task_default("clip", clip_help))
     group.add_argument("--nonfinite", choices=NONFINITE_POLICIES, default="propagate",
                        help="on a NaN/Inf loss or gradient: propagate (step anyway, stop the run "
                             "as diverged), skip (skip the step and count it), error (stop with "
                             "the name of the first parameter holding NaN/Inf)")
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer")
-    group.add_argument("--lr", type=learning_rate, default=0.05, help="learning rate")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help=task_default("optimizer", "optimizer"))
+    group.add_argument("--lr", type=learning_rate, default=None,
+                       help=task_default("lr", "learning rate"))
     group.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
-    group.add_argument("--weight-decay", type=nonnegative_float, default=0.0,
-                       help="weight decay (decoupled for adamw)")
-    group.add_argument("--schedule", choices=SCHEDULES, default="constant",
-                       help="learning-rate schedule over the run")
+    group.add_argument("--weight-decay", type=nonnegative_float, default=None,
+                       help=task_default("weight_decay", "weight decay (decoupled for adamw)"))
+    group.add_argument("--schedule", choices=SCHEDULES, default=None,
+                       help=task_default("schedule", "learning-rate schedule over the run"))
     group.add_argument("--steps", type=positive_int, default=None, help=steps_help)
     group.add_argument("--epochs", type=positive_float, default=None,
-                       help="passes over the training split, text only (default: 3)")
+                       help=task_default("epochs", "passes over the training split, text "
+                                         "only"))
     group.add_argument("--batch-size", type=positive_int, default=64,
                        help="sequences per micro-batch")
     group.add_argument("--accumulate", type=positive_int, default=1,
@@ -258,7 +296,8 @@ def add_optimization_options(
 
 def add_device_options(group: argparse._ArgumentGroup, device: str = "auto") -> None:
     group.add_argument("--device", default=device, help="auto, cpu, cuda or cuda:N")
-    group.add_argument("--threads", type=threads, default=1, help="CPU threads for torch")
+    group.add_argument("--threads", type=threads, default=None,
+                       help=task_default("threads", "CPU threads for torch"))
 
 
 def add_seed_option(group: argparse._ArgumentGroup, help: str) -> None:
@@ -275,19 +314,23 @@ def new_run(args: argparse.Namespace, **train: object) -> NewRun:
     """The run the flags ask for (``train`` overrides training settings, e.g. per grid point)."""
     from gradclip.app.training.runs import NewRun
 
+    flags = resolve_task_defaults(args)
     options = TaskOptions(name=args.task, seed=args.seed, batch_size=args.batch_size,
                           seq_len=args.seq_len, data=args.data, vocab_size=args.vocab_size,
                           max_len=args.max_len, labels=args.labels,
-                          val_fraction=args.val_fraction, text_file=args.text_file)
-    model = ModelConfig(cell=args.model, hidden_size=args.hidden_size, layers=args.layers,
-                        bidirectional=args.bidirectional, dropout=args.dropout,
-                        embed_dim=args.embed_dim)
+                          val_fraction=args.val_fraction, text_file=args.text_file,
+                          text_column=getattr(args, "text_column", None),
+                          delimiter=getattr(args, "delimiter", None))
+    model = ModelConfig(cell=flags["model"], hidden_size=flags["hidden_size"],
+                        layers=flags["layers"], bidirectional=flags["bidirectional"],
+                        dropout=flags["dropout"], embed_dim=flags["embed_dim"])
     settings = dict(
-        clip=args.clip, nonfinite=args.nonfinite, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-        total_steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+        clip=flags["clip"], nonfinite=args.nonfinite, optimizer=flags["optimizer"],
+        lr=flags["lr"], momentum=args.momentum, weight_decay=flags["weight_decay"],
+        schedule=flags["schedule"], total_steps=args.steps,
+        epochs=flags["epochs"] if args.steps is None else None, batch_size=args.batch_size,
         accumulate=args.accumulate, amp=args.amp, seed=args.seed, device=args.device,
-        threads=args.threads, log_every=getattr(args, "log_every", 50),
+        threads=flags["threads"], log_every=getattr(args, "log_every", 50),
         eval_every=getattr(args, "eval_every", 0),
         checkpoint_every=getattr(args, "checkpoint_every", 200))
     settings.update(train)

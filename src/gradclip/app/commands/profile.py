@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from gradclip.app.training.loggers import run_loggers
     from gradclip.app.training.rundir import json_safe, timestamped_dir, write_text
 
+    options.fill_task_defaults(args)
     args.epochs = None
     args.out = args.out or timestamped_dir(f"profile-{args.task}-{args.model}")
     new = options.new_run(args, log_every=0, eval_every=0, checkpoint_every=0)

@@ -125,7 +125,10 @@ class Trainer:
         random.seed(train.seed)
         # Wrapped (DDP, FSDP2) before the optimizer is built over its parameters.
         self.model = parallel.wrap(build_model(task, **asdict(config.model)).to(self.device))
-        self.optimizer = build_optimizer(train, self.model.parameters())
+        # a model may give its parameters in groups with their own settings (text: wide path)
+        groups = getattr(getattr(self.model, "module", self.model), "parameter_groups", None)
+        self.optimizer = build_optimizer(train, groups(train.lr) if groups
+                                         else self.model.parameters())
         self.scheduler = build_scheduler(self.optimizer, train.schedule, train.total_steps)
         self.clipper = clipper_from_spec(train.clip, train.nonfinite)
         self.scaler = grad_scaler(train.amp, self.device)

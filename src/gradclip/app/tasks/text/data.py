@@ -49,19 +49,20 @@ class CommentTable:
 
 
 def read_comments(path: str | Path, labels: list[str] | tuple[str, ...] | None = None,
-                  missing_ok: bool = False) -> CommentTable:
+                  missing_ok: bool = False, text_column: str = TEXT_COLUMN,
+                  delimiter: str = ",") -> CommentTable:
     """Read and validate a comment CSV; ``labels`` picks label columns (default: all present).
 
     With ``missing_ok``, names in ``labels`` that the file lacks are left out (at least one
-    must be present); otherwise each missing one is a ``UserError``.
+    must be present); otherwise each missing one is a ``UserError``. ``text_column`` names
+    the comment column, ``delimiter`` the field separator (one character).
     """
     path = Path(path)
-    # strict: a quote that never closes is an error, not the rest of the file in one field
-    rows = csv.reader(io.StringIO(read_utf8_text(path), newline=""), strict=True)
+    rows = _reader(path, delimiter)
     previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
     try:
         header = [name.strip() for name in _next_row(rows, path)]
-        text_at, label_names = _columns(header, labels, path, missing_ok)
+        text_at, label_names = _columns(header, labels, path, missing_ok, text_column)
         label_at = [header.index(name) for name in label_names]
         texts, targets, rows_read = [], [], 0
         for row in _data_rows(rows, path):
@@ -79,27 +80,64 @@ def read_comments(path: str | Path, labels: list[str] | tuple[str, ...] | None =
                         rows_read, rows_read - len(texts))
 
 
-def read_comment_texts(path: str | Path) -> list[str]:
+def read_comment_texts(path: str | Path, text_column: str = TEXT_COLUMN,
+                       delimiter: str = ",") -> list[str]:
     """The non-empty ``comment_text`` fields of a comment CSV, in file order (labels optional).
 
     Raises:
         UserError: the file cannot be read, is not CSV, or has no (or two) text columns.
     """
-    path = Path(path)
-    rows = csv.reader(io.StringIO(read_utf8_text(path), newline=""), strict=True)
-    previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
-    try:
-        header = [name.strip() for name in _next_row(rows, path)]
-        if header.count(TEXT_COLUMN) != 1:
-            raise UserError(f"{path} must have one '{TEXT_COLUMN}' column, it has "
-                            f"{header.count(TEXT_COLUMN)}")
-        at = header.index(TEXT_COLUMN)
-        texts = [row[at] for row in _data_rows(rows, path) if at < len(row) and row[at].strip()]
-    finally:
-        csv.field_size_limit(previous_limit)
+    _, texts = read_unlabelled(path, text_column, delimiter)
+    texts = [text for text in texts if text.strip()]
     if not texts:
         raise UserError(f"{path}: no row has any comment text")
     return texts
+
+
+def read_unlabelled(path: str | Path, text_column: str = TEXT_COLUMN, delimiter: str = ","
+                    ) -> tuple[list[str] | None, list[str]]:
+    """Every data row's ``id`` (``None`` without an ``id`` column) and text, in file order;
+    empty texts are kept (``gradclip predict`` answers every row).
+
+    Raises:
+        UserError: the file cannot be read, is not CSV, or has no (or two) text columns.
+    """
+    path = Path(path)
+    rows = _reader(path, delimiter)
+    previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
+    try:
+        header = [name.strip() for name in _next_row(rows, path)]
+        if header.count(text_column) != 1:
+            if text_column not in header:
+                _no_text_column(header, path, text_column)
+            raise UserError(f"{path} must have one '{text_column}' column, it has "
+                            f"{header.count(text_column)}")
+        at = header.index(text_column)
+        id_at = header.index("id") if header.count("id") == 1 else None
+        ids, texts = [], []
+        for row in _data_rows(rows, path):
+            texts.append(row[at] if at < len(row) else "")
+            if id_at is not None:
+                ids.append(row[id_at] if id_at < len(row) else "")
+    finally:
+        csv.field_size_limit(previous_limit)
+    return (ids if id_at is not None else None), texts
+
+
+def _reader(path: Path, delimiter: str):
+    if len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise UserError(f"--delimiter must be one character other than a quote or a newline, "
+                        f"got {delimiter!r}")
+    # strict: a quote that never closes is an error, not the rest of the file in one field
+    return csv.reader(io.StringIO(read_utf8_text(path), newline=""), strict=True,
+                      delimiter=delimiter)
+
+
+def _no_text_column(header: list[str], path: Path, text_column: str) -> None:
+    hint = " (is --delimiter right?)" if len(header) == 1 else ""
+    raise UserError(f"{path} has no '{text_column}' column (its columns: "
+                    f"{', '.join(header) or 'none'}){hint}; name the comment column with "
+                    "--text-column NAME")
 
 
 def read_utf8_text(path: Path, expected: str = f"a CSV with a header row ({TEXT_COLUMN},"
@@ -152,34 +190,34 @@ def _data_rows(rows, path: Path):
             yield row
 
 
-def _columns(header: list[str], labels, path: Path, missing_ok: bool) -> tuple[int, list[str]]:
+def _columns(header: list[str], labels, path: Path, missing_ok: bool,
+             text_column: str = TEXT_COLUMN) -> tuple[int, list[str]]:
     """Index of the text column and the label columns to use, checked against the header."""
-    for name in (TEXT_COLUMN, *LABELS):
+    for name in (text_column, *LABELS, *(labels or ())):
         if header.count(name) > 1:
             raise UserError(f"{path} has the column '{name}' {header.count(name)} times; "
                             "keep one (which one to read would be a guess)")
-    if TEXT_COLUMN not in header:
-        raise UserError(f"{path} has no '{TEXT_COLUMN}' column (its columns: "
-                        f"{', '.join(header) or 'none'})")
+    if text_column not in header:
+        _no_text_column(header, path, text_column)
     if labels is None:
         present = [name for name in LABELS if name in header]
         if not present:
             raise UserError(f"{path} has no label column; expected one or more of "
-                            f"{', '.join(LABELS)}")
-        return header.index(TEXT_COLUMN), present
+                            f"{', '.join(LABELS)} (name yours with --labels a,b)")
+        return header.index(text_column), present
     labels = list(labels)
     if missing_ok:
         labels = [name for name in labels if name in header] or labels[:1]
     if not labels:
         raise UserError("--labels is empty; name one or more label columns")
     for name in labels:
-        if name not in header or name == TEXT_COLUMN:
-            known = [column for column in header if column in LABELS]
-            raise UserError(f"label column '{name}' is not in {path} (label columns there: "
-                            f"{', '.join(known) or 'none'})")
+        if name not in header or name == text_column:
+            known = [column for column in header if column != text_column]
+            raise UserError(f"label column '{name}' is not in {path} (its other columns: "
+                            f"{', '.join(known) or 'none'}); choose them with --labels a,b")
     if len(set(labels)) != len(labels):
         raise UserError(f"--labels names a column twice: {','.join(labels)}")
-    return header.index(TEXT_COLUMN), labels
+    return header.index(text_column), labels
 
 
 def _label(row: list[str], at: int, name: str, row_number: int, path: Path) -> float:

@@ -10,6 +10,11 @@ accuracy at 0.5 and positives, mean ROC-AUC, binary cross-entropy.
 Rare labels (a few dozen positives in thousands of rows) are learnt with a class-balanced
 loss, ``pos_weight = sqrt(negatives / positives)`` per label from the training split, and the
 scores undo its shift of the log-odds (see ``positive_weights``).
+
+The model (``gradclip.app.tasks.text.model``) reads the tokens with a recurrent network and,
+beside it, each row's hashed word and character n-grams with a linear path (wide & deep);
+runs written before the wide path existed (no ``ngram_buckets`` in their task settings) keep
+the plain recurrent model.
 """
 
 from __future__ import annotations
@@ -26,7 +31,12 @@ from torch.nn import functional as F
 from gradclip.app.config import TaskOptions
 from gradclip.app.errors import UserError
 from gradclip.app.tasks.base import Batch, Task, seeded_generator
-from gradclip.app.tasks.text.data import read_comments, split_rows
+from gradclip.app.tasks.text.data import TEXT_COLUMN, read_comments, split_rows
+from gradclip.app.tasks.text.features import (
+    DEFAULT_BUCKETS,
+    document_frequency_idf,
+    ngram_codes,
+)
 from gradclip.app.tasks.text.metrics import label_report
 from gradclip.app.tasks.text.tokenizer import (
     PAD,
@@ -37,7 +47,14 @@ from gradclip.app.tasks.text.tokenizer import (
 )
 
 DEFAULTS = {"vocab_size": 20_000, "max_len": 256, "val_fraction": 0.1, "batch_size": 64,
-            "class_balance": "sqrt"}
+            "class_balance": "sqrt", "text_column": TEXT_COLUMN, "delimiter": ","}
+# Settings of new runs' wide & deep model (absent from older runs: plain recurrent model).
+# The wide path's weights get wide_lr_scale x the learning rate and Adam's eps wide_eps: with
+# eps far above their gradients, Adam is momentum SGD on them (Adam's per-weight scaling gives
+# a bigram seen once the same step as a common one, and overfits; see model.parameter_groups).
+MODEL_DEFAULTS = {"ngram_buckets": DEFAULT_BUCKETS, "ngram_min_df": 2, "spatial_dropout": 0.2,
+                  "wide_lr_scale": 2500.0, "wide_eps": 0.01}
+TRAINING_ROWS_FILE = "training_rows.txt"
 CLASS_BALANCE = ("sqrt", "none")
 BUCKET_BATCHES = 50
 EVAL_BATCH_SIZE = 256
@@ -98,6 +115,21 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _tokens(row: Any) -> list[int]:
+    """The token ids of an encoded row (``(tokens, codes)`` with a wide path)."""
+    return row[0] if isinstance(row, tuple) else row
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def _csv_format(settings: dict[str, Any]) -> dict[str, str]:
+    """``read_comments``'s text column and delimiter from task settings (older runs: none)."""
+    return {"text_column": settings.get("text_column") or TEXT_COLUMN,
+            "delimiter": settings.get("delimiter") or ","}
+
+
 def _label_list(labels: Any) -> list[str] | None:
     """``--labels`` as a list: ``None``, a comma-separated string or a sequence of names."""
     if labels is None:
@@ -142,9 +174,11 @@ class TextTask(Task):
                     for key, value in settings.items()}
         if settings["max_len"] < 1:
             raise UserError(f"--max-len must be a positive integer, got {settings['max_len']}")
+        settings.update(MODEL_DEFAULTS)
         settings.update(data=str(Path(args.data).resolve()), seed=int(args.seed),
                         labels=_label_list(getattr(args, "labels", None)))
-        table = read_comments(settings["data"], settings["labels"])
+        table = read_comments(settings["data"], settings["labels"],
+                              **_csv_format(settings))
         settings["labels"] = list(table.label_names)
         settings["data_sha256"] = _file_sha256(Path(settings["data"]))
         train_rows, _ = split_rows(len(table.texts), settings["val_fraction"], settings["seed"])
@@ -165,19 +199,52 @@ class TextTask(Task):
             if path.is_file() and _file_sha256(path) != config.get("data_sha256"):
                 raise UserError(f"{path} changed since the run started; resuming needs the "
                                 "same data file")
-            task._attach(read_comments(path, config["labels"]))
+            task._attach(read_comments(path, config["labels"], **_csv_format(config)))
         return task
+
+    @property
+    def buckets(self) -> int:
+        """Hash buckets of the wide path; 0 for runs that predate it (no wide path)."""
+        return int(self.settings.get("ngram_buckets", 0))
+
+    def encode(self, texts: list[str]) -> Tensor | list[list[int]]:
+        """Model inputs of texts: token ids per row, plus n-gram codes with a wide path."""
+        token_ids = encode_texts(self.tokenizer, texts, self.max_len)
+        if not self.buckets:
+            return token_ids
+        return list(zip(token_ids, ngram_codes(texts, self.buckets), strict=True))
+
+    def build_model(self, **architecture: Any) -> nn.Module:
+        """The wide & deep model (or, for an older run, the plain recurrent one)."""
+        from gradclip.app.models import RecurrentModel
+        from gradclip.app.tasks.text.model import WideDeepModel
+
+        if not self.buckets:
+            return RecurrentModel(architecture.pop("cell"), self.output_size,
+                                  vocab_size=self.vocab_size, pad_id=self.pad_id,
+                                  readout=self.readout, **architecture)
+        return WideDeepModel(architecture.pop("cell"), self.output_size,
+                             vocab_size=self.vocab_size, pad_id=self.pad_id,
+                             buckets=self.buckets,
+                             spatial_dropout=float(self.settings["spatial_dropout"]),
+                             wide_lr_scale=float(self.settings["wide_lr_scale"]),
+                             wide_eps=float(self.settings["wide_eps"]),
+                             idf=getattr(self, "idf", None), **architecture)
 
     def _attach(self, table: Any) -> None:
         """Split the table, encode its rows and record the facts for the summary."""
         train_rows, val_rows = split_rows(len(table.texts), self.settings["val_fraction"],
                                           self.settings["seed"])
-        token_ids = encode_texts(self.tokenizer, table.texts, self.max_len)
+        token_ids = self.encode(table.texts)
+        self.training_texts = [table.texts[i] for i in train_rows.tolist()]
         self.train_ids = [token_ids[i] for i in train_rows.tolist()]
         self.val_ids = [token_ids[i] for i in val_rows.tolist()]
         self.train_targets = table.targets[train_rows]
         self.val_targets = table.targets[val_rows]
-        self.train_lengths = torch.tensor([len(row) for row in self.train_ids])
+        if self.buckets:
+            self.idf = document_frequency_idf([codes for _, codes in self.train_ids],
+                                              self.buckets, int(self.settings["ngram_min_df"]))
+        self.train_lengths = torch.tensor([len(_tokens(row)) for row in self.train_ids])
         self.batches_per_epoch = math.ceil(len(self.train_ids) / self.batch_size)
         self.facts = {
             "rows_read": table.rows_read,
@@ -185,7 +252,7 @@ class TextTask(Task):
             "train_rows": len(self.train_ids),
             "val_rows": len(self.val_ids),
             "vocab_size": self.vocab_size,
-            "truncated_rows": sum(len(row) == self.max_len for row in token_ids),
+            "truncated_rows": sum(len(_tokens(row)) == self.max_len for row in token_ids),
             "train_positives": self._positives(self.train_targets),
             "val_positives": self._positives(self.val_targets),
         }
@@ -199,8 +266,18 @@ class TextTask(Task):
     def train_batch(self, index: int) -> Batch:
         epoch, position = divmod(index, self.batches_per_epoch)
         rows = self._epoch_batches(epoch)[position].tolist()
-        inputs, lengths = pad_rows([self.train_ids[i] for i in rows], self.pad_id)
+        inputs, lengths = self.pad([self.train_ids[i] for i in rows])
         return Batch(inputs, lengths, self.train_targets[rows])
+
+    def pad(self, rows: list) -> tuple[Tensor, Tensor]:
+        """One batch's inputs (packed tokens and codes with a wide path) and token lengths."""
+        if not self.buckets:
+            return pad_rows(rows, self.pad_id)
+        from gradclip.app.tasks.text.model import pack_inputs
+
+        tokens, lengths = pad_rows([row[0] for row in rows], self.pad_id)
+        codes, _ = pad_rows([row[1] for row in rows], -1)
+        return pack_inputs(tokens, codes), lengths
 
     def _epoch_batches(self, epoch: int) -> list[Tensor]:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
@@ -225,9 +302,9 @@ class TextTask(Task):
     def evaluate_file(self, model: nn.Module, path: Path, device: torch.device
                       ) -> dict[str, Any]:
         """Scores on another CSV of the same format; labels it lacks are left out and listed."""
-        table = read_comments(path, self.label_names, missing_ok=True)
+        table, seen = self.unseen_rows(path)
         columns = [self.label_names.index(name) for name in table.label_names]
-        token_ids = encode_texts(self.tokenizer, table.texts, self.max_len)
+        token_ids = self.encode(table.texts)
         training = model.training
         model.eval()
         try:
@@ -237,18 +314,65 @@ class TextTask(Task):
         report = label_report(logits, table.targets, table.label_names)
         missing = [name for name in self.label_names if name not in table.label_names]
         return {**report, "rows": len(table.texts), "rows_read": table.rows_read,
-                "skipped_empty": table.skipped_empty, "labels_missing": missing}
+                "skipped_empty": table.skipped_empty, "labels_missing": missing,
+                "training_rows_skipped": seen}
+
+    def unseen_rows(self, path: Path) -> tuple[Any, int]:
+        """The rows of a labelled CSV that this run did not train on, and how many it did.
+
+        Scoring rows the model was trained on overstates it (0.98 against a true 0.93 on
+        the toxic comments), so ``gradclip eval`` leaves them out and says so.
+        """
+        table = read_comments(path, self.label_names, missing_ok=True,
+                              **_csv_format(self.settings))
+        seen = self.seen_rows(path, table.texts)
+        if seen is None or not seen.any():
+            return table, 0
+        keep = (~seen).nonzero().flatten()
+        if not len(keep):
+            raise UserError(f"every row of {path} was in the run's training split; nothing "
+                            "unseen to score (score another file)")
+        return type(table)([table.texts[i] for i in keep.tolist()], table.targets[keep],
+                           table.label_names, table.rows_read, table.skipped_empty), int(seen.sum())
+
+    def training_split(self) -> tuple[list[str], Tensor]:
+        """The texts and targets of the run's training split, read from its data file."""
+        path = Path(self.settings["data"])
+        if not path.is_file() or _file_sha256(path) != self.settings.get("data_sha256"):
+            raise UserError(f"the run's training file {path} is missing or changed; the "
+                            "baseline is fitted on the run's own training split")
+        table = read_comments(path, self.label_names, **_csv_format(self.settings))
+        train_rows, _ = split_rows(len(table.texts), self.settings["val_fraction"],
+                                   self.settings["seed"])
+        return [table.texts[i] for i in train_rows.tolist()], table.targets[train_rows]
+
+    def seen_rows(self, path: Path, texts: list[str]) -> Tensor | None:
+        """Bool per row of ``texts``: was it in this run's training split? ``None`` if unknown.
+
+        Known from the run's ``training_rows.txt`` (a hash of each training comment, written
+        by ``save``), or for an older run from ``data_sha256``: the run's own file, whose
+        training rows ``split_rows`` gives.
+        """
+        hashes = getattr(self, "training_hashes", None)
+        if hashes is not None:
+            return torch.tensor([_text_hash(text) in hashes for text in texts], dtype=torch.bool)
+        if _file_sha256(Path(path)) != self.settings.get("data_sha256"):
+            return None
+        train_rows, _ = split_rows(len(texts), self.settings["val_fraction"],
+                                   self.settings["seed"])
+        seen = torch.zeros(len(texts), dtype=torch.bool)
+        seen[train_rows] = True
+        return seen
 
     @torch.no_grad()
-    def predict_logits(self, model: nn.Module, token_ids: list[list[int]],
-                       device: torch.device) -> Tensor:
+    def predict_logits(self, model: nn.Module, token_ids: list, device: torch.device) -> Tensor:
         """Calibrated CPU ``(rows, labels)`` logits (model output minus ``log pos_weight``) of
-        token rows, batched by length, in the rows' order."""
-        lengths = torch.tensor([len(row) for row in token_ids])
+        encoded rows (``encode``), batched by length, in the rows' order."""
+        lengths = torch.tensor([len(_tokens(row)) for row in token_ids])
         order = lengths.sort(stable=True).indices
         logits = torch.empty(len(token_ids), self.output_size)
         for rows in order.split(EVAL_BATCH_SIZE):
-            inputs, batch_lengths = pad_rows([token_ids[i] for i in rows.tolist()], self.pad_id)
+            inputs, batch_lengths = self.pad([token_ids[i] for i in rows.tolist()])
             logits[rows] = model(inputs.to(device), batch_lengths).float().cpu()
         return logits - self.pos_weight.log()
 
@@ -259,6 +383,16 @@ class TextTask(Task):
 
     def save(self, run_dir: Path) -> None:
         save_tokenizer(self.tokenizer, run_dir)
+        texts = getattr(self, "training_texts", None)
+        if texts is not None:
+            (Path(run_dir) / TRAINING_ROWS_FILE).write_text(
+                "".join(_text_hash(text) + "\n" for text in texts), encoding="ascii")
+
+    def load_training_hashes(self, run_dir: Path) -> None:
+        """Read ``training_rows.txt`` (absent in older runs) for ``seen_rows``."""
+        path = Path(run_dir) / TRAINING_ROWS_FILE
+        if path.is_file():
+            self.training_hashes = set(path.read_text(encoding="ascii").split())
 
     def describe(self) -> dict[str, Any]:
         return dict(self.facts)
