@@ -145,3 +145,12 @@ def test_a_lower_validation_loss_after_noisy_passages_is_not_unstable():
     losses = learning_losses()
     losses[100:120] = [0.001] * 20
     assert kinds(RunHistory(losses, stable_norms(), final_loss=losses[-1] * 1.5)) == ["healthy"]
+
+
+def test_a_spike_detector_that_skipped_a_fifth_of_the_steps_is_told_to_relax():
+    setting = RunSetting(cell="rnn", optimizer="sgd", lr=0.15, clip="spikeskip+norm:1.0")
+    history = RunHistory(learning_losses(), stable_norms(),
+                         skipped=[i % 5 == 0 for i in range(STEPS)])
+    verdict = diagnose_run(history, setting)[0]
+    assert verdict.kind == "tight"
+    assert "20%" in verdict.explanation and "sigma" in verdict.fix

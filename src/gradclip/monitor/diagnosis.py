@@ -17,7 +17,8 @@ of one step; a run is judged by what happened to its loss. ``diagnose_run`` comb
   ``spike_window`` steps) and *growth* (the last piece's median ``growth_factor`` x the
   first's);
 - the clip and skip rates: a fixed norm threshold firing on most steps of a run that did
-  not blow up is *too tight* (a value clip or AGC fires on almost every step by design);
+  not blow up is *too tight* (a value clip or AGC fires on almost every step by design),
+  and so is a clipper that skipped ``skip_fraction`` of the steps;
 - the time profiles and depth ratios of the last report: *vanishing* is said only with
   that evidence (the ratio and how many final steps the signal reaches, in the text), and a
   module whose gradient was exactly 0 on every logged step is *zeroed*, not vanishing.
@@ -55,6 +56,7 @@ class RunRules:
     spike_window: int = 50
     growth_factor: float = 100.0
     vanishing_ratio: float = 1e-3
+    skip_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def diagnose_run(history: RunHistory, setting: RunSetting | None = None,
         found.append(vanishing_verdict(history, setting, rules))
     found.append(norm_verdict(history, setting, rules))
     if found[0] is None or found[0].kind not in ("diverged", "unstable"):
-        found.append(tight_verdict(history, setting))
+        found.append(tight_verdict(history, setting, rules))
     found = sorted((v for v in found if v is not None), key=lambda v: RUN_KINDS.index(v.kind))
     return found or [healthy_verdict(history, rules)]
 
@@ -255,13 +257,19 @@ def spike_steps(norms: Sequence[float], rules: RunRules) -> list[int]:
     return found
 
 
-def tight_verdict(history: RunHistory, setting: RunSetting) -> Verdict | None:
-    """A fixed threshold that fired on most steps."""
+def tight_verdict(history: RunHistory, setting: RunSetting, rules: RunRules
+                  ) -> Verdict | None:
+    """A fixed threshold that fired on most steps, or a clipper skipping many steps."""
     rate = history.clip_fraction
-    if not fixes.tight(setting, rate):
+    if fixes.tight(setting, rate):
+        return Verdict("tight", f"{setting.clip} clipped {rate:.0%} of the steps.",
+                       fixes.tight_fix(setting, rate), {"clip_fraction": rate})
+    skipped = sum(map(bool, history.skipped)) / len(history.skipped) if history.skipped else 0
+    if skipped < rules.skip_fraction:
         return None
-    return Verdict("tight", f"{setting.clip} clipped {rate:.0%} of the steps.",
-                   fixes.tight_fix(setting, rate), {"clip_fraction": rate})
+    return Verdict("tight", f"{skipped:.0%} of the steps were skipped (no update): the "
+                   "run learnt from the rest only.", fixes.skipping_fix(setting, skipped),
+                   {"skip_fraction": skipped})
 
 
 def healthy_verdict(history: RunHistory, rules: RunRules) -> Verdict:

@@ -151,6 +151,15 @@ def tight_fix(setting: RunSetting, clip_fraction: float | None) -> str:
             f"90th percentile of the unclipped norms, or see what {PROFILE_HINT}")
 
 
+def skipping_fix(setting: RunSetting, skip_fraction: float) -> str:
+    """Many skipped steps: a spike detector too eager, or NaN steps hidden by the skip."""
+    if setting.clip_family == "spikeskip" or "spikeskip" in (setting.clip or ""):
+        return (f"SpikeSkip skipped {skip_fraction:.0%} of the steps: raise its sigma (e.g. "
+                "spikeskip:sigma=8) or its window, so that only isolated spikes are skipped")
+    return (f"{skip_fraction:.0%} of the steps had non-finite gradients and were skipped: "
+            f"{setting.lower_lr()}, and look for the layer where the NaN/Inf enters")
+
+
 def zeroed_fix(setting: RunSetting) -> str:
     """A gradient exactly 0 all run: not vanishing, a cut signal."""
     if setting.clip_family == "value":
