@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip._kernels import has_foreach_support, per_tensor_norms
 from gradclip.distributed import local_tensor, needs_reduction, sharded_unitwise_norms
 from gradclip.functional import get_total_norm
 from gradclip.nonfinite import check_policy, is_nonfinite, raise_if_nonfinite, zero_grads_if_
@@ -77,7 +78,31 @@ def unit_norms_of(tensors: Sequence[Tensor], process_group: Any = None) -> list[
     """
     if needs_reduction(tensors, process_group):
         return sharded_unitwise_norms(tensors, process_group)
-    return [unitwise_norm(t) for t in tensors]
+    return local_unit_norms(tensors)
+
+
+def local_unit_norms(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """``unitwise_norm`` of each ordinary tensor, the one-unit tensors in one foreach call.
+
+    Whole-tensor units (biases, scalars) of one (device, dtype) take one ``_foreach_norm``
+    (the per-tensor norm kernel where foreach is not supported); row units one reduction
+    over all but dim 0 per tensor.
+
+    Args:
+        tensors: ordinary weights and gradients.
+
+    Returns:
+        For each tensor, in order, what :func:`unitwise_norm` gives.
+    """
+    norms: list[Tensor | None] = [None] * len(tensors)
+    whole = [i for i, t in enumerate(tensors) if t.squeeze().ndim <= 1]
+    for i, norm in zip(whole, per_tensor_norms([tensors[i] for i in whole], 2.0, None,
+                                               input_order=True), strict=True):
+        norms[i] = norm
+    for i, tensor in enumerate(tensors):
+        if norms[i] is None:
+            norms[i] = unitwise_norm(tensor)
+    return norms  # type: ignore[return-value]
 
 
 def agc_coefficient(grad_norm: Tensor, param_norm: Tensor, clipping: float | Tensor, eps: float) -> Tensor:
@@ -137,25 +162,49 @@ def adaptive_clip_grad_(
     if not isinstance(clipping, Tensor):
         clipping = check_positive_number(clipping, "clipping")
     eps = check_positive_number(eps, "eps", allow_zero=True)
-    named = [(name, p) for name, p in named_tensors(parameters) if p.grad is not None]
+    named = named_tensors(parameters)
+    return clip_units_with_norm_(named, clipping, eps, policy, process_group)[0]
+
+
+def clip_units_with_norm_(
+    named_params: Sequence[NamedTensor], clipping: float | Tensor, eps: float, policy: str,
+    process_group: Any = None,
+) -> tuple[Tensor, Tensor]:
+    """AGC with the non-finite policy, the total norm taken from the unit norms (checked options).
+
+    Args:
+        named_params: ``(name, parameter)`` pairs; parameters without a gradient are skipped.
+        clipping: the largest ratio of unit gradient norm to unit weight norm.
+        eps: the smallest weight norm a unit is measured against.
+        policy: a checked non-finite policy.
+        process_group: the ranks holding the other dim-0 shards, or ``None``.
+
+    Returns:
+        ``(total_norm, clipped)``: the 0-dim global L2 norm before clipping, and whether some
+        unit of this rank's pieces was scaled (0-dim bool).
+
+    Raises:
+        RuntimeError: a non-finite gradient under ``"error"``.
+    """
+    named = [(name, p) for name, p in named_params if p.grad is not None]
     if not named:  # a rank with nothing to clip still joins the others' norm
-        return get_total_norm([], process_group=process_group)
+        total_norm = get_total_norm([], process_group=process_group)
+        return total_norm, torch.zeros((), dtype=torch.bool, device=total_norm.device)
     grads = [p.grad for _, p in named]
     norms = unit_norms_of(grads + [p for _, p in named], process_group)
     grad_norms, param_norms = norms[: len(grads)], norms[len(grads) :]
     if needs_reduction(grads, process_group):
         total_norm = get_total_norm(grads, process_group=process_group)
-    else:
+    else:  # the squared unit norms add up to the squared norm: no extra pass
         device = grads[0].device
         total_norm = torch.stack([_squared_norm(n).to(device) for n in grad_norms]).sum().sqrt()
-    named_grads = [(name, p.grad) for name, p in named]
     if policy == "error":
-        raise_if_nonfinite(named_grads, total_norm)
+        raise_if_nonfinite([(name, p.grad) for name, p in named], total_norm)
     local_grads = [local_tensor(g) for g in grads]
-    scale_units_(local_grads, zip(grad_norms, param_norms, strict=True), clipping, eps)
+    clipped = scale_units_(local_grads, zip(grad_norms, param_norms, strict=True), clipping, eps)
     if policy == "skip":
         zero_grads_if_(local_grads, is_nonfinite(total_norm))
-    return total_norm
+    return total_norm, clipped
 
 
 def clip_units_(
@@ -179,8 +228,9 @@ def clip_units_(
         # Every unit norm first: one all-reduce per group of ranks for all of them.
         norms = sharded_unitwise_norms(grads + params, process_group)
         pairs: Iterable[tuple[Tensor, Tensor]] = zip(norms[: len(grads)], norms[len(grads) :], strict=True)
-    else:  # lazily: each gradient is measured right before it is scaled, as it always was
-        pairs = ((unitwise_norm(g), unitwise_norm(p)) for g, p in zip(grads, params, strict=True))
+    else:  # every unit norm first (one foreach call for the whole-tensor units), then scale
+        norms = local_unit_norms(grads + params)
+        pairs = zip(norms[: len(grads)], norms[len(grads) :], strict=True)
     return scale_units_([local_tensor(g) for g in grads], pairs, clipping, eps)
 
 
@@ -189,6 +239,11 @@ def scale_units_(
     clipping: float | Tensor, eps: float,
 ) -> Tensor:
     """Multiply each local gradient by its AGC coefficient in place.
+
+    The coefficients of all units of one (device, dtype) are computed at once, on the unit
+    norms laid end to end (the same element-wise formula: the same bits as one tensor at a
+    time), and applied by one foreach multiply per group: a fixed number of kernels, not a
+    handful per parameter.
 
     Args:
         grads: the local gradients.
@@ -199,11 +254,28 @@ def scale_units_(
     Returns:
         0-dim bool on the first gradient's device (CPU if none): some unit was scaled.
     """
+    pairs = list(unit_norms)
     clipped = torch.zeros((), dtype=torch.bool, device=grads[0].device if grads else None)
-    for grad, (grad_norm, param_norm) in zip(grads, unit_norms, strict=True):
-        coefficient = agc_coefficient(grad_norm, param_norm, clipping, eps)
-        grad.mul_(coefficient)
-        clipped = clipped | (coefficient < 1).any().to(clipped.device)
+    groups: dict[tuple[torch.device, torch.dtype, torch.dtype], list[int]] = {}
+    for i, (grad_norm, param_norm) in enumerate(pairs):
+        key = (grad_norm.device, grad_norm.dtype, param_norm.dtype)
+        groups.setdefault(key, []).append(i)
+    for indices in groups.values():
+        grad_norms = torch.cat([pairs[i][0].reshape(-1) for i in indices])
+        param_norms = torch.cat([pairs[i][1].reshape(-1) for i in indices])
+        coefficients = agc_coefficient(grad_norms, param_norms, clipping, eps)
+        sizes = [pairs[i][0].numel() for i in indices]
+        factors = [
+            c.view(pairs[i][0].shape)
+            for i, c in zip(indices, coefficients.split(sizes), strict=True)
+        ]
+        group = [grads[i] for i in indices]
+        if len({g.dtype for g in group}) == 1 and has_foreach_support(group, group[0].device):
+            torch._foreach_mul_(group, factors)
+        else:
+            for grad, factor in zip(group, factors, strict=True):
+                grad.mul_(factor)
+        clipped = clipped | (coefficients < 1).any().to(clipped.device)
     return clipped
 
 

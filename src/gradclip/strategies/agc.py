@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.agc import clip_units_
+from gradclip.agc import clip_units_, clip_units_with_norm_
 from gradclip.distributed import any_on_any_rank
 from gradclip.functional import pre_clip_norm
-from gradclip.nonfinite import check_policy, false_like, zero_if_skipped_
+from gradclip.nonfinite import check_policy, false_like, skipped_flag, zero_if_skipped_
 from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
@@ -77,6 +77,15 @@ class AGC(Clipper):
     def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         defaults = {"clipping": self.clipping, "eps": self.eps}
         groups = param_groups(parameters, defaults, check_agc_options)
+        if len(groups) == 1 and groups[0].options["clipping"] is not None:
+            # One group: the total norm comes from the unit norms, without a pass of its own.
+            total_norm, clipped = clip_units_with_norm_(
+                groups[0].named_params, **groups[0].options, policy=self.nonfinite,
+                process_group=self.process_group,
+            )
+            clipped = any_on_any_rank(clipped.to(total_norm.device), all_grads(groups),
+                                      self.process_group)
+            return ClipStats(total_norm, None, clipped, skipped_flag(self.nonfinite, total_norm))
         total_norm = pre_clip_norm(
             all_named_params(groups), self.nonfinite, process_group=self.process_group
         )
