@@ -180,3 +180,14 @@ def test_text_column_and_delimiter_are_read(tmp_path, capsys):
     assert code == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["task"]["text_column"], config["task"]["delimiter"]) == ("body", ";")
+
+
+def test_eval_every_shows_the_validation_score_and_plots_it(tmp_path, capsys):
+    data = write_comments(tmp_path / "d.csv", count=60)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--task", "text", "--data", str(data), "--steps", "4",
+                 "--eval-every", "2", "--out", str(run_dir), "--progress", "always",
+                 *TINY_MODEL]) == 0
+    assert "val=mean_roc_auc=" in capsys.readouterr().err
+    assert main(["plot", str(run_dir)]) == 0
+    assert (run_dir / "validation.png").is_file()

@@ -126,6 +126,8 @@ class RunCurves:
     threshold: list[float] = field(default_factory=list)
     layer_steps: list[int] = field(default_factory=list)
     layer_norms: dict[str, list[float]] = field(default_factory=dict)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_scores: dict[str, list[float]] = field(default_factory=dict)
 
 
 def read_curves(run_dir: Path, label: str = "") -> RunCurves:
@@ -136,6 +138,12 @@ def read_curves(run_dir: Path, label: str = "") -> RunCurves:
         curves.loss.append(number(record.get("loss")))
         curves.grad_norm.append(number(record.get("grad_norm")))
         curves.threshold.append(number(record.get("threshold")))
+        scores = record.get("eval")
+        if isinstance(scores, dict):  # --eval-every
+            curves.eval_steps.append(record["step"])
+            for name, value in scores.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    curves.eval_scores.setdefault(name, []).append(number(value))
         layers = record.get("layer_grad_norms")
         if layers:
             curves.layer_steps.append(record["step"])
@@ -230,7 +238,25 @@ def plot_run(run_dir: Path) -> list[Path]:
         figure.colorbar(image, ax=axis, label="log10 gradient L2 norm")
     save_figure(figure, run_dir / "layer_norms.png", 110)
     plt.close(figure)
-    return [*paths, run_dir / "layer_norms.png"]
+    paths.append(run_dir / "layer_norms.png")
+    if curves.eval_steps:
+        paths.append(plot_validation(plt, run_dir, curves))
+    return paths
+
+
+def plot_validation(plt: Any, run_dir: Path, curves: RunCurves) -> Path:
+    """``validation.png``: the validation scores recorded at ``--eval-every``."""
+    names = [name for name in ("mean_roc_auc", "accuracy", "bits_per_char", "mse", "loss")
+             if len(curves.eval_scores.get(name, ())) == len(curves.eval_steps)][:2]
+    figure, axes = plt.subplots(1, len(names) or 1, figsize=(5.2 * max(1, len(names)), 3.6),
+                                constrained_layout=True, squeeze=False)
+    for axis, name in zip(axes[0], names, strict=False):
+        axis.plot(curves.eval_steps, curves.eval_scores[name], marker="o", color="tab:green")
+        axis.set(xlabel="optimizer step", ylabel=name, title=f"validation {name}")
+    figure.suptitle(run_dir.name)
+    save_figure(figure, run_dir / "validation.png", 110)
+    plt.close(figure)
+    return run_dir / "validation.png"
 
 
 def panel_grid(plt: Any, count: int, width: float = 5.2, height: float = 3.6) -> tuple:

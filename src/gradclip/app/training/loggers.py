@@ -84,6 +84,19 @@ class MetricsLogger(StepLogger):
             self.handle.close()
 
 
+# The headline metric of each task's scores, in the order looked for.
+VALIDATION_METRICS = ("mean_roc_auc", "accuracy", "bits_per_char", "mse", "loss")
+
+
+def validation_score(scores: dict[str, Any]) -> str | None:
+    """``name=value`` of the headline metric in a task's validation scores."""
+    for name in VALIDATION_METRICS:
+        value = scores.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return f"{name}={value:.4g}"
+    return None
+
+
 class ProgressLogger(StepLogger):
     """A tqdm bar over optimizer steps, with the latest loss and gradient norm."""
 
@@ -99,8 +112,11 @@ class ProgressLogger(StepLogger):
 
     def log_step(self, record: dict[str, Any], model: nn.Module, health: Any = None) -> None:
         self.bar.update(1)
+        if record.get("eval"):  # --eval-every: the latest validation score stays on the line
+            self.validation = validation_score(record["eval"])
+        extra = {"val": self.validation} if getattr(self, "validation", None) else {}
         self.bar.set_postfix(loss=f"{record['loss']:.4g}", grad_norm=f"{record['grad_norm']:.3g}",
-                             refresh=False)
+                             **extra, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
