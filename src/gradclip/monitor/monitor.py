@@ -83,6 +83,15 @@ class GradientMonitor:
         hidden_states: hook ``nn.RNN``/``nn.LSTM``/``nn.GRU`` layers to measure the gradient
             reaching each time step (on reporting steps only).
         rules: thresholds of the verdicts (:class:`VerdictRules`).
+
+    Raises:
+        ValueError: ``every`` not a positive integer, ``update_every`` not a positive
+            multiple of it, ``window`` below 2, or a model without trainable parameters.
+
+    References:
+        Pascanu, Mikolov & Bengio, 2013, "On the difficulty of training recurrent neural
+        networks" (exploding and vanishing gradients, and the gradient reaching each time
+        step).
     """
 
     def __init__(self, model: nn.Module | ParamsLike, every: int = 1, *, window: int = 200,

@@ -49,7 +49,15 @@ FIX_VANISHING = fixes.vanishing_fix(RunSetting())  # the cell unknown
 
 @dataclass(frozen=True)
 class Verdict:
-    """One diagnosis: ``kind`` (see ``KINDS``), what was seen, what to do, and the numbers."""
+    """One diagnosis: ``kind`` (see ``KINDS``), what was seen, what to do, and the numbers.
+
+    Attributes:
+        kind: the diagnosis, one of ``KINDS``: ``"non-finite"``, ``"exploding"``,
+            ``"vanishing"`` or ``"healthy"``.
+        explanation: what was seen, in a sentence with its numbers.
+        fix: what to try.
+        evidence: the numbers behind it, by name.
+    """
 
     kind: str
     explanation: str
