@@ -27,6 +27,12 @@ class Clipper(ABC):
     with the host, and make ``state_dict``/``load_state_dict`` carry everything a resumed run
     needs to reproduce the same thresholds. ``kind`` is the strategy's spec name; its state
     dicts carry it, and a state of another kind is refused at load time.
+
+    Attributes:
+        kind: the spec name (``"norm"``, ``"zclip"``, ...).
+        nonfinite: the non-finite policy, ``"error"``, ``"skip"`` or ``"propagate"``.
+        process_group: the ranks whose gradient parts join this one's in the global norm
+            (``None``: this process's gradients and DTensor meshes only); settable.
     """
 
     kind: ClassVar[str]
