@@ -1,10 +1,11 @@
 """Clipping speed: gradclip against torch.nn.utils and against one read pass over the gradients.
 
     python -m benchmarks.clip [--threads 1,2] [--repeats 30] [--clock cpu|wall] [--json PATH]
+                              [--models many_small_2000x1k,lstm_stack] [--no-step]
     python -m benchmarks.clip --quick          # tiny sizes, seconds: a smoke test
 
 For each model shape (many small tensors, an LSTM language model, a few large tensors, a
-real nn.LSTM + nn.GRU stack) it times, round-robin in one process:
+real nn.LSTM + nn.GRU stack, an embedding + 2-layer bidirectional LSTM stack) it times, round-robin in one process:
 
 - ``torch_norm`` / ``torch_value``: ``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_``;
 - ``gradclip_norm`` / ``gradclip_value``: gradclip on the same (ordinary) gradients;
@@ -24,7 +25,6 @@ model (:mod:`benchmarks.step`). Prints medians and ratios; writes them all to ``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -35,11 +35,12 @@ import gradclip
 from benchmarks.common import (
     CLOCKS,
     interleaved_medians,
+    load_average,
     machine,
     milliseconds,
     print_table,
     ratio,
-    write_json,
+    update_json,
 )
 from benchmarks.step import run_step_benchmark
 from gradclip.fused import fused_clip_step, norm_clip_grad_scale
@@ -58,6 +59,16 @@ def rnn_stack_shapes(quick: bool) -> list[tuple[int, ...]]:
     return [tuple(p.shape) for p in stack.parameters()]
 
 
+def lstm_stack_shapes(quick: bool) -> list[tuple[int, ...]]:
+    """Parameter shapes of an embedding (20,000 x 128) and a 2-layer bidirectional LSTM (256)."""
+    vocab, embed, hidden = (100, 8, 16) if quick else (20_000, 128, 256)
+    stack = nn.ModuleList([
+        nn.Embedding(vocab, embed, device="meta"),
+        nn.LSTM(embed, hidden, num_layers=2, bidirectional=True, device="meta"),
+    ])
+    return [tuple(p.shape) for p in stack.parameters()]
+
+
 def model_shapes(quick: bool) -> dict[str, list[tuple[int, ...]]]:
     """The benchmark's gradient shapes: ``name -> list of tensor shapes``."""
     if quick:
@@ -66,12 +77,14 @@ def model_shapes(quick: bool) -> dict[str, list[tuple[int, ...]]]:
             "lstm_lm_24x1M": [(1_000,)] * 24,
             "few_large_4x16M": [(10_000,)] * 4,
             "rnn_stack": rnn_stack_shapes(quick),
+            "lstm_stack": lstm_stack_shapes(quick),
         }
     return {
         "many_small_2000x1k": [(1_000,)] * 2_000,
         "lstm_lm_24x1M": [(1_000, 1_000)] * 24,
         "few_large_4x16M": [(16_000_000,)] * 4,
         "rnn_stack": rnn_stack_shapes(quick),
+        "lstm_stack": lstm_stack_shapes(quick),
     }
 
 
@@ -129,6 +142,12 @@ def clip_ratios(medians: dict[str, float]) -> dict[str, float]:
         "torch_norm / fused_clip_fast": ratio(medians["torch_norm"], medians["fused_clip_fast"]),
         "gradclip_norm / torch_norm": ratio(medians["gradclip_norm"], medians["torch_norm"]),
         "gradclip_norm_flat / torch_norm": ratio(medians["gradclip_norm_flat"], medians["torch_norm"]),
+        "gradclip_norm_flat_fast / torch_norm": ratio(
+            medians["gradclip_norm_flat_fast"], medians["torch_norm"]
+        ),
+        "gradclip_value_flat / torch_value": ratio(
+            medians["gradclip_value_flat"], medians["torch_value"]
+        ),
         "torch_value / gradclip_value_flat": ratio(medians["torch_value"], medians["gradclip_value_flat"]),
         "gradclip_value / torch_value": ratio(medians["gradclip_value"], medians["torch_value"]),
         "fused_clip / read_pass": ratio(medians["fused_clip"], medians["read_pass"]),
@@ -160,6 +179,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
     parser.add_argument("--json", default="benchmarks/results.json", help="where to write results")
     parser.add_argument("--no-step", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--models", default=None,
+                        help="model shapes to time, comma-separated (default: all of them)")
     parser.add_argument("--flush-denormal", action="store_true",
                         help="torch.set_flush_denormal(True): subnormal floats (vanishing "
                              "gradients) count as 0 instead of taking the slow path")
@@ -187,20 +208,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "clip": {},
         "step": {},
     }
+    shapes_by_model = model_shapes(args.quick)
+    if args.models is not None:
+        unknown = set(args.models.split(",")) - set(shapes_by_model)
+        if unknown:
+            sys.exit(f"--models: unknown {sorted(unknown)}; known: {sorted(shapes_by_model)}")
+        shapes_by_model = {m: shapes_by_model[m] for m in args.models.split(",")}
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        print(f"torch.set_num_threads({threads}); torch.get_num_threads() = {torch.get_num_threads()}")
+        print(f"torch.set_num_threads({threads}); torch.get_num_threads() = "
+              f"{torch.get_num_threads()}; load average {load_average()}")
         clock = CLOCKS[args.clock]
         results = {name: time_model(shapes, clip_repeats, clock)
-                   for name, shapes in model_shapes(args.quick).items()}
+                   for name, shapes in shapes_by_model.items()}
+        results_load = load_average()
         print_clip_results(threads, results)
+        print(f"load average after: {results_load}")
         payload["clip"][f"threads={threads}"] = results
         if not args.no_step:
             payload["step"][f"threads={threads}"] = run_step_benchmark(
                 args.quick, step_repeats, clock
             )
-    payload["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    write_json(args.json, payload)
+    payload["load_average_end"] = load_average()
+    update_json(args.json, payload)
     print(f"\nwrote {args.json}")
     return payload
 

@@ -60,6 +60,13 @@ def machine() -> dict[str, object]:
     }
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, rounded (``None`` where the OS has none)."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    return [round(value, 2) for value in os.getloadavg()]
+
+
 def print_table(title: str, rows: list[tuple[str, ...]]) -> None:
     """Print ``rows`` (the first is the header) as aligned columns under ``title``."""
     print(f"\n{title}")
@@ -72,3 +79,16 @@ def write_json(path: str | Path, payload: dict[str, object]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def update_json(path: str | Path, entries: dict[str, object]) -> None:
+    """Write ``entries`` into the JSON object at ``path``, keeping its other entries."""
+    path = Path(path)
+    existing: dict[str, object] = {}
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            existing = {}
+    existing.update(entries)
+    write_json(path, existing)

@@ -7,27 +7,47 @@ where the baseline is the same step without any clipping (and, less noisy, the s
 the timed tail of each step: clip plus optimizer step). A step is ``zero_grad``,
 forward, loss, ``backward``, the clip (and/or the monitor), ``optimizer.step``.
 
-Variants: every strategy spec, on ordinary gradients and on flat gradient buffers (``flat``:
-the cost of keeping them valid included); ``norm:1.0`` fused into a fused Adam step (against
-a fused Adam baseline); ``gradclip.GradientMonitor(model, every=1)``.
+Variants: every strategy spec (chains included; SpikeSkip is given the step's loss), on
+ordinary gradients and on flat gradient buffers (``flat``: the cost of keeping them valid
+included); ``norm:1.0`` fused into a fused Adam step (against a fused Adam baseline);
+``gradclip.GradientMonitor(model, every=1)``.
+
+    python -m benchmarks.step [--threads 1,2] [--repeats 40] [--clock cpu|wall] [--quick]
+
+prints the table per thread count with the load average before and after, and writes the
+figures into the ``"step"`` entry of ``--json`` (default ``benchmarks/results.json``; the
+other entries are kept).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import gradclip
-from benchmarks.common import interleaved_medians, milliseconds, print_table
+from benchmarks.common import (
+    CLOCKS,
+    interleaved_medians,
+    load_average,
+    machine,
+    milliseconds,
+    print_table,
+    update_json,
+)
 from gradclip.fused import fused_clip_step
 
-SPECS = ["none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip"]
+SPECS = [
+    "none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip", "adagc", "spikeskip",
+    "spikeskip+norm:1.0", "agc:0.01+norm:1.0",
+]
 LABELS = 6
 
 
@@ -66,11 +86,13 @@ class TrainingStep:
         self.model, self.optimizer, self.batch, self.clock = model, optimizer, batch, clock
         self.after_backward, self.step = after_backward, step or optimizer.step
         self.tail_times: list[float] = []
+        self.loss: torch.Tensor | None = None  # this step's loss, for SpikeSkip
 
     def __call__(self) -> None:
         tokens, labels = self.batch
         self.optimizer.zero_grad()
-        F.binary_cross_entropy_with_logits(self.model(tokens), labels).backward()
+        self.loss = F.binary_cross_entropy_with_logits(self.model(tokens), labels)
+        self.loss.backward()
         start = self.clock()
         if self.after_backward is not None:
             self.after_backward()
@@ -95,9 +117,11 @@ def variants(quick: bool) -> dict[str, TrainingStep]:
         for flat in (False, True):
             model, optimizer = fresh(flat=flat)
             clipper = gradclip.from_spec(spec)
-            steps[spec + (" flat" if flat else "")] = TrainingStep(
-                model, optimizer, batch, lambda c=clipper, m=model: c.clip_(m.parameters())
+            step = TrainingStep(model, optimizer, batch)
+            step.after_backward = (
+                lambda c=clipper, m=model, s=step: c.clip_(m.parameters(), loss=s.loss)
             )
+            steps[spec + (" flat" if flat else "")] = step
     model, optimizer = fresh(fused=True)
     steps["baseline fused-adam"] = TrainingStep(model, optimizer, batch)
     model, optimizer = fresh(fused=True, flat=True)
@@ -138,8 +162,57 @@ def run_step_benchmark(
               f"{tail_overhead.get(name, 0.0):+.2f}") for name, seconds in medians.items()]
     print_table(f"training step, LSTM text model, threads={torch.get_num_threads()}", rows)
     return {
+        "load_average": load_average(),
         "median_ms": milliseconds(medians),
         "tail_median_ms": milliseconds(tails),
         "overhead_percent": overhead,
         "tail_overhead_percent": tail_overhead,
     }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.step", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--threads", default="1",
+                        help="torch.set_num_threads values, comma-separated (default: 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds (default: 40; 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a tiny model: a smoke test")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="cpu: the process's CPU time (default), wall: wall-clock time")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="torch.set_flush_denormal(True) (subnormal gradients count as 0)")
+    parser.add_argument("--json", default="benchmarks/results.json",
+                        help="file whose \"step\" entry receives the figures")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        sys.exit(f"--threads must be comma-separated integers, got {args.threads!r}")
+    repeats = args.repeats or (3 if args.quick else 40)
+    payload: dict[str, object] = {
+        "command": " ".join(["python -m benchmarks.step", *argv]),
+        "machine": machine(),
+        "clock": args.clock,
+        "flush_denormal": args.flush_denormal and torch.set_flush_denormal(True),
+    }
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        print(f"torch.set_num_threads({threads}); torch.get_num_threads() = "
+              f"{torch.get_num_threads()}; load average {load_average()}")
+        payload[f"threads={threads}"] = run_step_benchmark(args.quick, repeats, CLOCKS[args.clock])
+        print(f"load average after: {load_average()}")
+    payload["load_average_end"] = load_average()
+    update_json(args.json, {"step": payload})
+    print(f"\nwrote the \"step\" entry of {args.json}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -299,6 +299,11 @@ def representable_bound(bound: float | Tensor, dtype: torch.dtype) -> float | Te
     return math.copysign(rounded, bound)
 
 
+# From this size on a tensor's clamp is a memory pass, not a kernel call: one pass of
+# clamp(min, max) instead of torch's clamp_min then clamp_max (the same numbers: both exact).
+ONE_PASS_NUMEL = 1 << 16
+
+
 def clamp_(
     tensors: Sequence[Tensor],
     low: float | Tensor,
@@ -306,6 +311,7 @@ def clamp_(
     foreach: bool | None,
     *,
     plain: bool = False,
+    one_pass: bool = False,
 ) -> None:
     """Clamp every element into ``[low, high]`` in place, in torch's kernel order.
 
@@ -316,10 +322,20 @@ def clamp_(
             where torch would raise: :func:`representable_bound`).
         foreach: as in ``torch.nn.utils.clip_grad_value_``.
         plain: every tensor is an ordinary ``Tensor`` (see :func:`use_foreach`).
+        one_pass: tensors of ``ONE_PASS_NUMEL`` elements or more are clamped by one
+            ``clamp_(min, max)`` (one read-write pass) rather than torch's two foreach passes;
+            the numbers are the same (clamping is exact, NaN stays NaN either way).
     """
     for device, group, _ in group_by_device_and_dtype(tensors):
         dtype = group[0].dtype
         group_low, group_high = representable_bound(low, dtype), representable_bound(high, dtype)
+        if one_pass:
+            for tensor in group:
+                if tensor.numel() >= ONE_PASS_NUMEL:
+                    tensor.clamp_(min=group_low, max=group_high)
+            group = [t for t in group if t.numel() < ONE_PASS_NUMEL]
+            if not group:
+                continue
         if use_foreach(group, device, foreach, plain=plain):
             torch._foreach_clamp_min_(group, group_low)
             torch._foreach_clamp_max_(group, group_high)

@@ -48,6 +48,7 @@ from gradclip.flat import (
     grad_buffers,
     is_flat,
     norm_operands,
+    plain_or_flat_grads,
     reiterable,
     whole_flat_buffers,
 )
@@ -59,7 +60,6 @@ from gradclip.parameters import (
     check_positive_number,
     named_grads,
     named_tensors,
-    plain_grads,
     plain_tensors,
 )
 from gradclip.thresholds import bad_threshold, check_max_norm, raise_if_bad_threshold
@@ -246,7 +246,10 @@ def clip_grads_with_norm_(
     """
     max_norm = check_max_norm(max_norm)
     parameters = reiterable(parameters)
-    grads = local_tensors(grad_buffers(parameters) or [g for _, g in named_grads(parameters)])
+    plain, buffers = plain_or_flat_grads(parameters)
+    grads = plain if plain is not None else local_tensors(
+        buffers or grad_buffers(parameters) or [g for _, g in named_grads(parameters)]
+    )
     if not grads:
         return
     if not isinstance(total_norm, Tensor):
@@ -304,13 +307,14 @@ def clip_grad_norm_(
     max_norm = check_max_norm(max_norm)
     parameters = reiterable(parameters)
     # A plain list of parameters: torch's work and no more ("error" needs names, a process
-    # group the distributed path).
-    plain = plain_grads(parameters) if policy != "error" and process_group is None else None
-    if plain is not None and (not plain or not is_flat(plain[0])):
+    # group the distributed path). Flat gradient buffers (gradclip.flat) stand for their
+    # views; "error" names a view.
+    plain, buffers = plain_or_flat_grads(parameters) if policy != "error" else (None, None)
+    if plain is not None and process_group is None:
         p = check_norm_type(norm_type)
         return _clip_plain_grads_(plain, max_norm, p, error_if_nonfinite, foreach, policy)
-    # Flat gradient buffers (gradclip.flat) stand for their views; "error" names a view.
-    buffers = grad_buffers(parameters) if policy != "error" else None
+    if buffers is None and plain is None and policy != "error":
+        buffers = grad_buffers(parameters)
     named = named_grads(parameters) if buffers is None else []
     grads = buffers or [g for _, g in named]
     total_norm = get_total_norm(
@@ -453,12 +457,11 @@ def clip_grad_value_(
     """
     clip_value = check_positive_number(clip_value, "clip_value", allow_zero=True)
     parameters = reiterable(parameters)
-    plain = plain_grads(parameters)
-    if plain is not None and (not plain or not is_flat(plain[0])):
-        # A plain list of parameters: torch's kernels, types looked up once, no names.
+    plain, buffers = plain_or_flat_grads(parameters)
+    if plain is not None:  # a plain list: torch's kernels, types looked up once, no names
         clamp_(nonempty(plain), -clip_value, clip_value, foreach, plain=True)
         return
-    grads = grad_buffers(parameters) or [g for _, g in named_grads(parameters)]
+    grads = buffers or grad_buffers(parameters) or [g for _, g in named_grads(parameters)]
     clamp_grads_(nonempty(local_tensors(grads)), -clip_value, clip_value, foreach)
 
 
@@ -470,7 +473,12 @@ def nonempty(tensors: list[Tensor]) -> list[Tensor]:
 
 
 def clamp_grads_(
-    grads: Sequence[Tensor], low: float | Tensor, high: float | Tensor, foreach: bool | None
+    grads: Sequence[Tensor],
+    low: float | Tensor,
+    high: float | Tensor,
+    foreach: bool | None,
+    *,
+    one_pass: bool = False,
 ) -> None:
     """Clamp every gradient element into ``[low, high]`` in place (torch's kernel order).
 
@@ -479,9 +487,11 @@ def clamp_grads_(
         low: the smallest value kept.
         high: the largest value kept.
         foreach: as in ``torch.nn.utils.clip_grad_value_``.
+        one_pass: large gradients in one read-write pass (same numbers; see
+            :func:`gradclip._kernels.clamp_`), for the strategies; the drop-in keeps torch's.
     """
     buffers = whole_flat_buffers(grads)
     if buffers is not None:  # gradclip.flat: one pass per buffer, same numbers as min then max
         clamp_(buffers, low, high, foreach=False)
     else:
-        clamp_(grads, low, high, foreach)
+        clamp_(grads, low, high, foreach, one_pass=one_pass)

@@ -8,13 +8,16 @@ import pytest
 
 clip_benchmark = pytest.importorskip("benchmarks.clip")
 
-MODELS = {"many_small_2000x1k", "lstm_lm_24x1M", "few_large_4x16M", "rnn_stack"}
+MODELS = {"many_small_2000x1k", "lstm_lm_24x1M", "few_large_4x16M", "rnn_stack", "lstm_stack"}
 CLIP_TIMINGS = {
     "read_pass", "torch_norm", "gradclip_norm", "gradclip_norm_flat", "gradclip_norm_flat_fast",
     "fused_clip", "fused_clip_fast",
     "torch_value", "gradclip_value", "gradclip_value_flat", "fused_step", "fused_step_clipped",
 }
-SPECS = ["none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip"]
+SPECS = [
+    "none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip", "adagc", "spikeskip",
+    "spikeskip+norm:1.0", "agc:0.01+norm:1.0",
+]
 STEP_VARIANTS = {
     *SPECS, *(f"{spec} flat" for spec in SPECS), "norm:1.0 flat+fused", "monitor every=1",
 }

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from gradclip.distributed import any_on_any_rank, local_tensors
-from gradclip.functional import clamp_grads_, pre_clip_norm
+from gradclip.functional import clamp_grads_, nonempty, pre_clip_norm
 from gradclip.nonfinite import check_policy, false_like, zero_if_skipped_
 from gradclip.parameters import ParamsLike, check_positive_number
 from gradclip.strategies.base import Clipper, ClipStats, limit_tensor
@@ -115,10 +115,10 @@ class ValueClip(Clipper):
         clipped = false_like(total_norm)
         for group in groups:
             bounds = value_range(group.options)
-            grads = [g for g in local_tensors(group.grads()) if g.numel() > 0]
+            grads = nonempty(local_tensors(group.grads()))
             if bounds is not None and grads:
                 clipped = clipped | _outside(grads, *bounds).to(clipped.device)
-                clamp_grads_(grads, *bounds, foreach=None)
+                clamp_grads_(grads, *bounds, foreach=None, one_pass=True)
         # Sharded gradients: a shard that clipped makes the step clipped on every rank.
         clipped = any_on_any_rank(clipped, all_grads(groups), self.process_group)
         skipped = zero_if_skipped_(all_grads(groups), self.nonfinite, total_norm)
