@@ -191,3 +191,17 @@ def test_eval_every_shows_the_validation_score_and_plots_it(tmp_path, capsys):
     assert "val=mean_roc_auc=" in capsys.readouterr().err
     assert main(["plot", str(run_dir)]) == 0
     assert (run_dir / "validation.png").is_file()
+
+
+def test_keep_best_writes_best_pt_and_eval_uses_it(tmp_path, capsys):
+    data = write_comments(tmp_path / "d.csv", count=60)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--task", "text", "--data", str(data), "--steps", "4",
+                 "--eval-every", "2", "--keep-best", "--out", str(run_dir), "--progress",
+                 "never", *TINY_MODEL]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (run_dir / "best.pt").is_file() and summary["best_step"] in (2, 4)
+    capsys.readouterr()
+    unseen = write_comments(tmp_path / "unseen.csv", count=30, seed=4)
+    assert main(["eval", str(run_dir), "--data", str(unseen)]) == 0
+    assert f"using best.pt (step {summary['best_step']}" in capsys.readouterr().err

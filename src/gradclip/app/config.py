@@ -103,6 +103,7 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 0
     checkpoint_every: int = 200
+    keep_best: bool = False
 
     def resolved(self, task_name: str, batches_per_epoch: int | None,
                  default_steps: int | None = None) -> TrainConfig:
@@ -153,6 +154,10 @@ class RunConfig:
                                 "train": dataclasses.asdict(self.train)}
         if self.distributed is not None:
             data["distributed"] = dataclasses.asdict(self.distributed)
+        for section, added in _ADDED_LATER.items():  # at their old meaning: as older runs
+            for key, old in added.items():
+                if data[section].get(key, old) == old:
+                    data[section].pop(key, None)
         return data
 
     @classmethod
@@ -195,6 +200,8 @@ def _section(kind: type, value: Any, name: str, source: str) -> Any:
     if unknown:
         raise UserError(f"corrupt {source}: unknown key {name}.{unknown[0]}")
     for key, item in expected.items():
+        if key not in value and key in _ADDED_LATER.get(name, {}):
+            value = {**value, key: _ADDED_LATER[name][key]}  # a run from before the key
         if key not in value:
             raise UserError(f"corrupt {source}: {name}.{key} is missing")
         allowed = _JSON_TYPES[str(item.type)]
@@ -207,6 +214,9 @@ def _section(kind: type, value: Any, name: str, source: str) -> Any:
                             f"{_json_name(given)}")
     return kind(**value)
 
+
+# Keys added after 0.1.0, with the value that means what older runs did (they lack the key).
+_ADDED_LATER: dict[str, dict[str, Any]] = {"train": {"keep_best": False}}
 
 # Sizes and counts a stored run needs to be at least 1 (total_steps is fixed once stored).
 _AT_LEAST_ONE = {"hidden_size", "layers", "embed_dim", "batch_size", "accumulate", "threads",

@@ -57,6 +57,12 @@ def open_scoring(run_dir: Path, device_name: str):
 
     device = resolve_device(device_name)
     config, task, state = open_for_scoring(run_dir)
+    if config.train.keep_best and (Path(run_dir) / "best.pt").is_file():
+        from gradclip.app.training.checkpoint import load_checkpoint
+
+        state = load_checkpoint(run_dir, "best.pt")  # --keep-best: the best weights
+        print(f"using best.pt (step {state['step']}, {state.get('metric')} "
+              f"{state.get('score', float('nan')):.4f})", file=sys.stderr)
     if hasattr(task, "load_training_hashes"):
         task.load_training_hashes(run_dir)
     return config, task, load_model(run_dir, config, task, state, device), device

@@ -332,6 +332,7 @@ def new_run(args: argparse.Namespace, **train: object) -> NewRun:
         accumulate=args.accumulate, amp=args.amp, seed=args.seed, device=args.device,
         threads=flags["threads"], log_every=getattr(args, "log_every", 50),
         eval_every=getattr(args, "eval_every", 0),
-        checkpoint_every=getattr(args, "checkpoint_every", 200))
+        checkpoint_every=getattr(args, "checkpoint_every", 200),
+        keep_best=getattr(args, "keep_best", False))
     settings.update(train)
     return NewRun(options, model, TrainConfig(**settings), getattr(args, "out", None))

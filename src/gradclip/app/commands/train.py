@@ -49,6 +49,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="score the validation set every N steps (0: only at the end)")
     group.add_argument("--checkpoint-every", type=options.nonnegative_int, default=200,
                        help="write checkpoint.pt every N steps (0: only at the end)")
+    group.add_argument("--keep-best", action="store_true",
+                       help="also keep the weights with the best validation score (the task's "
+                            "metric, scored at --eval-every and at the end) in best.pt; "
+                            "gradclip eval and predict then use them")
     options.add_progress_option(group)
     group.add_argument("--tensorboard", action="store_true",
                        help="also log scalars and gradient/weight histograms for TensorBoard "

@@ -37,8 +37,9 @@ from gradclip.app.errors import UserError
 CHECKPOINT = "checkpoint.pt"
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``run_dir/checkpoint.pt`` so that a crash never leaves a torn file.
+def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT) -> None:
+    """Write ``state`` to ``run_dir/checkpoint.pt`` (or ``name``: ``best.pt`` of
+    ``--keep-best``) so that a crash never leaves a torn file.
 
     Rule: write a temporary file of this process's own in the same directory, flush it to
     disk, then ``os.replace`` it over the old checkpoint (an atomic rename on POSIX and
@@ -47,8 +48,8 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     Raises:
         UserError: the file could not be written (the path and the reason in one line).
     """
-    path = Path(run_dir) / CHECKPOINT
-    temporary = path.with_name(f".{CHECKPOINT}.{os.getpid()}.tmp")
+    path = Path(run_dir) / name
+    temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
             torch.save(state, handle)
@@ -63,16 +64,17 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
                         "is intact)") from None
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read ``run_dir/checkpoint.pt`` with ``weights_only=True``: tensors and plain types only.
+def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
+    """Read ``run_dir/checkpoint.pt`` (or ``name``) with ``weights_only=True``: tensors and
+    plain types only.
 
     Raises:
         UserError: the file is missing, torn, not a gradclip checkpoint, or holds objects
             other than tensors and plain types (refused without running anything).
     """
-    path = Path(run_dir) / CHECKPOINT
+    path = Path(run_dir) / name
     if not path.is_file():
-        raise UserError(f"no checkpoint in {run_dir}: {CHECKPOINT} is missing")
+        raise UserError(f"no checkpoint in {run_dir}: {name} is missing")
     try:
         with _numpy_state_of_0_1_0():
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -57,6 +57,8 @@ from gradclip.nonfinite import NonFiniteGradientError
 from gradclip.parameters import named_grads
 from gradclip.stats import ClipStats
 
+BEST = "best.pt"  # --keep-best: the weights with the best validation metric
+
 
 @dataclass
 class Counters:
@@ -72,6 +74,8 @@ class Counters:
     last_loss: float = math.nan
     seconds: float = 0.0
     status: str = "running"
+    best_score: float | None = None  # --keep-best: the best validation metric so far
+    best_step: int | None = None
 
 
 @dataclass
@@ -293,7 +297,26 @@ class Trainer:
             record["layer_grad_norms"] = layer_norms
         if self.due(counters.step, self.config.train.eval_every):
             record["eval"] = self.evaluate()
+            self.keep_if_best(record["eval"])
         return record, health
+
+    def keep_if_best(self, scores: dict[str, Any]) -> None:
+        """``--keep-best``: write the weights to ``best.pt`` when the task's metric improves."""
+        score = scores.get(self.task.metric_name)
+        if not self.config.train.keep_best or not isinstance(score, int | float) \
+                or not math.isfinite(score):
+            return
+        best = self.counters.best_score
+        better = best is None or (score > best if self.task.higher_is_better else score < best)
+        if not better:
+            return
+        self.counters.best_score, self.counters.best_step = float(score), self.counters.step
+        state = self.parallel.model_state(self.model, self.optimizer, self.run_dir,
+                                          self.counters.step)
+        if self.parallel.is_writer:
+            checkpoints.save_checkpoint(self.run_dir, {
+                "model": state["model"], "optimizer": {}, "step": self.counters.step,
+                "metric": self.task.metric_name, "score": float(score)}, BEST)
 
     @staticmethod
     def due(step: int, interval: int) -> bool:
@@ -310,7 +333,9 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Score the final weights, write the last checkpoint and ``summary.json``."""
         self.save()
-        summary = self.summary(self.evaluate())
+        scores = self.evaluate()
+        self.keep_if_best(scores)
+        summary = self.summary(scores)
         if self.parallel.is_writer:
             write_json(self.run_dir / SUMMARY, summary)
         return summary
