@@ -219,11 +219,13 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
 
 def task_default(name: str, help: str) -> str:
     """``help`` followed by the flag's default and each task's own (``RECOMMENDED``)."""
-    shown = {True: "on", False: "off", None: "see above"}
-    def value(item): return shown.get(item, item) if isinstance(item, bool | None) else item
-    own = "; ".join(f"--task {task}: {value(settings[name])}"
-                    for task, settings in RECOMMENDED.items() if name in settings)
-    return f"{help} (default: {value(FLAG_DEFAULTS[name])}{'; ' + own if own else ''})"
+    def value(item): return {True: "on", False: "off"}.get(item, item) \
+        if isinstance(item, bool) else item
+    default = FLAG_DEFAULTS[name]
+    shown = [] if default is None else [f"default: {value(default)}"]
+    shown += [f"--task {task}: {value(settings[name])}" for task, settings in RECOMMENDED.items()
+              if name in settings and settings[name] != default]
+    return f"{help} ({'; '.join(shown)})" if shown else help
 
 
 def resolve_task_defaults(args: argparse.Namespace) -> dict[str, object]:

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n")[0].replace("``", "") + (
             "\n\nexamples:\n"
             "  gradclip train --task adding --seq-len 20 --model rnn --clip norm:1.0\n"
-            "  gradclip train --task text --data toxic.csv --model lstm --epochs 3\n"
+            "  gradclip train --task text --data toxic.csv\n"
             "  gradclip train --resume runs/adding-rnn-norm_1.0-20260101-120000"))
     options.add_task_options(parser)
     options.add_model_options(parser)
