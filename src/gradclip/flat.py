@@ -41,7 +41,12 @@ from operator import attrgetter
 import torch
 from torch import Tensor, nn
 
-from gradclip.parameters import ParamsLike, named_tensors
+from gradclip.parameters import (
+    PLAIN_GRAD_TYPES,
+    ParamsLike,
+    named_tensors,
+    plain_parameter_grads,
+)
 
 # id(view) -> the buffer that owns it. Views are kept alive by their owner, so an id found
 # here cannot belong to another object; entries vanish with their owner.
@@ -198,6 +203,26 @@ def is_flat(tensor: Tensor) -> bool:
     first tensor first), so the plain path gives the same answer.
     """
     return bool(_OWNER_OF_VIEW) and (id(tensor) in _OWNER_OF_VIEW or id(tensor) in _OWNER_OF_BUFFER)
+
+
+def plain_or_flat_grads(parameters: ParamsLike) -> tuple[list[Tensor] | None, list[Tensor] | None]:
+    """A plain parameter list's gradients, or the flat buffers they cover, each ``.grad`` read once.
+
+    Args:
+        parameters: what the caller passed, iterable twice (:func:`reiterable`).
+
+    Returns:
+        ``(grads, None)``: the gradients of a plain list (:func:`gradclip.parameters.plain_grads`)
+        none of which is a flat view; ``(None, buffers)``: the flat buffers those gradients
+        cover exactly; ``(None, None)``: anything else (named pairs, DTensors, views covering
+        part of a buffer), for the general path.
+    """
+    grads = plain_parameter_grads(parameters)
+    if grads is None:
+        return None, None
+    if grads and is_flat(grads[0]):  # views are checked one by one: no type check needed
+        return None, covering_buffers(grads)
+    return (grads, None) if PLAIN_GRAD_TYPES.issuperset(map(type, grads)) else (None, None)
 
 
 def covering_buffers(tensors: Sequence[Tensor]) -> list[Tensor] | None:

@@ -114,12 +114,21 @@ def plain_grads(parameters: ParamsLike) -> list[Tensor] | None:
         The gradients of the parameters that have one, in order; ``None`` when
         ``parameters`` is anything else (then :func:`named_grads` serves).
     """
+    grads = plain_parameter_grads(parameters)
+    if grads is None or not PLAIN_GRAD_TYPES.issuperset(map(type, grads)):
+        return None
+    return grads
+
+
+def plain_parameter_grads(parameters: ParamsLike) -> list[Tensor] | None:
+    """The gradients of a list or tuple of ordinary tensors or ``Parameter`` objects (types of
+    the gradients unchecked), or ``None``: :func:`plain_grads` without its last check, for a
+    caller that checks the gradients' identity anyway (flat views)."""
     if type(parameters) is not list and type(parameters) is not tuple:
         return None
     if not PLAIN_PARAMETER_TYPES.issuperset(map(type, parameters)):
         return None
-    grads = [g for g in map(_grad_of, parameters) if g is not None]
-    return grads if PLAIN_GRAD_TYPES.issuperset(map(type, grads)) else None
+    return [g for g in map(_grad_of, parameters) if g is not None]
 
 
 def check_positive_number(value: object, name: str, allow_zero: bool = False) -> float:
