@@ -20,7 +20,7 @@ benchmark suite's settings and the README's adding problem):
   and, when the learning rate is known, the longest clipped SGD step ``lr * X`` is at most
   ``MAX_CLIPPED_STEP``: temporal order (lr 0.1, X = 1) learnt on 3/3 seeds with it, while
   the language model (lr 1.0, X = 8) ranked last. Where the profile did not diverge (the
-  adding problem), a p90 threshold stayed finite but learnt on 0-1 of 3 seeds, so it is
+  adding problem), a p90 threshold stayed finite but learnt on 0 of 3 seeds under both schedules, so it is
   listed under ``not_recommended`` with that reason;
 - ``spikeskip+norm:X`` after ``agc:0.01`` where the profile did not diverge but showed
   isolated spikes (a norm ``SPIKE_FACTOR`` x the median of the previous 50 steps): SpikeSkip
@@ -202,7 +202,7 @@ def _choose_specs(norm: float, raw_value: float | None, value: float | None, reg
     if regime != "diverged":
         left_out.append((norm_spec, f"p{q:g} of the global norm; where the unclipped profile "
                          "did not diverge, such a threshold stayed finite but learnt the "
-                         "benchmark's adding problem on 0-1 of 3 seeds"))
+                         "adding problem on 0 of 3 seeds under both schedules (benchmarks.advice)"))
     elif lr is not None and lr * norm > MAX_CLIPPED_STEP:
         left_out.append((norm_spec, f"p{q:g} of the global norm before divergence; a clipped "
                          f"step lr x {spec_number(norm)} = {lr * norm:.2g} is longer than "
