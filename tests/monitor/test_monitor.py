@@ -179,7 +179,7 @@ def test_nonfinite_origin_is_the_first_gradient_computed_by_backward():
 
 def test_step_never_reads_a_tensor_on_the_host():
     model = two_layer_model()
-    monitor = GradientMonitor(model, every=2)
+    monitor = GradientMonitor(model, every=2, update_every=2)  # the weight snapshot included
     backward(model)
     with forbid_host_sync():
         monitor.step(clip_stats(1.0, False))   # not a reporting step
