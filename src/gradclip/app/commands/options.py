@@ -330,7 +330,9 @@ def new_run(args: argparse.Namespace, **train: object) -> NewRun:
         clip=flags["clip"], nonfinite=args.nonfinite, optimizer=flags["optimizer"],
         lr=flags["lr"], momentum=args.momentum, weight_decay=flags["weight_decay"],
         schedule=flags["schedule"], total_steps=args.steps,
-        epochs=flags["epochs"] if args.steps is None else None, batch_size=args.batch_size,
+        # --steps replaces the task's epochs (both given by the user is an error, later)
+        epochs=flags["epochs"] if args.steps is None else args.epochs,
+        batch_size=args.batch_size,
         accumulate=args.accumulate, amp=args.amp, seed=args.seed, device=args.device,
         threads=flags["threads"], log_every=getattr(args, "log_every", 50),
         eval_every=getattr(args, "eval_every", 0),
