@@ -21,7 +21,8 @@ of one step; a run is judged by what happened to its loss. ``diagnose_run`` comb
   and so is a clipper that skipped ``skip_fraction`` of the steps;
 - the time profiles and depth ratios of the last report: *vanishing* is said only with
   that evidence (the ratio and how many final steps the signal reaches, in the text), and a
-  module whose gradient was exactly 0 on every logged step is *zeroed*, not vanishing.
+  module whose gradient was exactly 0 on every logged step (at least ``zeroed_min_logs``)
+  is *zeroed*, not vanishing.
 
 Never *healthy* when the loss diverged, ended far above its start, stalled, or the task's
 criterion was not met.
@@ -57,6 +58,7 @@ class RunRules:
     growth_factor: float = 100.0
     vanishing_ratio: float = 1e-3
     skip_fraction: float = 0.1
+    zeroed_min_logs: int = 3
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def diagnose_run(history: RunHistory, setting: RunSetting | None = None,
     setting, rules = setting or RunSetting(), rules or RunRules()
     if not history.losses:
         raise ValueError("a run diagnosis needs at least one recorded loss")
-    found = [loss_verdict(history, setting, rules), zeroed_verdict(history, setting)]
+    found = [loss_verdict(history, setting, rules), zeroed_verdict(history, setting, rules)]
     if found[1] is None:
         found.append(vanishing_verdict(history, setting, rules))
     found.append(norm_verdict(history, setting, rules))
@@ -191,10 +193,11 @@ def diverged_verdict(first: float, final: float, unskipped: list[int],
                     "nonfinite_step": unskipped[0] + 1 if unskipped else None})
 
 
-def zeroed_verdict(history: RunHistory, setting: RunSetting) -> Verdict | None:
+def zeroed_verdict(history: RunHistory, setting: RunSetting, rules: RunRules
+                   ) -> Verdict | None:
     """A module whose gradient was exactly 0 on every logged step (a cut, not vanishing)."""
     dead = [name for name, norms in history.module_norms.items()
-            if norms and all(n == 0 for n in norms)]
+            if len(norms) >= rules.zeroed_min_logs and all(n == 0 for n in norms)]
     if not dead:
         return None
     steps = len(history.module_norms[dead[0]])

@@ -45,3 +45,17 @@ def test_a_learnt_run_is_healthy_and_an_unlearnt_falling_one_is_learning(tmp_pat
                          success=False)
     assert [v.kind for v in diagnose_result(learnt)] == ["healthy"]
     assert [v.kind for v in diagnose_result(unlearnt)] == ["learning"]
+
+
+def test_a_tie_in_compares_verdict_column_goes_to_the_more_severe_verdict(tmp_path):
+    from gradclip.app.experiments.compare import Setting, row
+
+    diverged = write_run(tmp_path / "a", [1.0 / (1 + i) for i in range(100)] + [math.nan])
+    healthy = write_run(tmp_path / "b", [0.2 * 0.97 ** i for i in range(200)],
+                        eval_loss=0.001, success=True)
+    for result, steps in ((diverged, 101), (healthy, 200)):
+        result["summary"].update({"step": steps, "clipped_steps": 0, "max_grad_norm": 0.3,
+                                  "seconds": 1.0, "nonfinite_loss_steps": 0,
+                                  "status": "completed"})
+    table_row = row(Setting("rnn", 10, 0.15, "none"), [healthy, diverged], "mse")
+    assert table_row["verdict"] == "diverged 1/2"

@@ -29,6 +29,7 @@ from gradclip.app.training.rundir import SUMMARY, read_metrics, remove_folder, w
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.trainer import Trainer
 from gradclip.monitor import GradientMonitor
+from gradclip.monitor.diagnosis import RUN_KINDS
 
 DIVERGENCE_FACTOR = 10.0
 
@@ -192,7 +193,9 @@ def row(setting: Setting, results: list[dict[str, Any]], metric: str) -> dict[st
     summaries = [r["summary"] for r in results]
     evals = [s.get("eval") or {} for s in summaries]
     verdicts = [diagnose_result(r)[0].kind for r in results]
-    common = max(set(verdicts), key=verdicts.count) if verdicts else "-"
+    # the most common; a tie goes to the most severe (never "healthy" beside a divergence)
+    common = min(set(verdicts), key=lambda kind: (-verdicts.count(kind),
+                                                  RUN_KINDS.index(kind))) if verdicts else "-"
     return {
         "setting": setting, "seeds": len(results),
         "final_loss": [number(e.get("loss")) for e in evals],
