@@ -3,8 +3,8 @@
 Every combination of ``--models`` x ``--seq-lens`` x ``--lrs`` x ``--clips`` x seeds is an
 ordinary training run under ``--out/runs/``; ``--out`` then holds ``report.md`` (the table:
 mean ± std over seeds of the final validation loss and metric, success rate, divergence
-count, clip rate, median largest gradient norm, the run verdict (most common over the seeds), seconds per
-run), ``results.json``, and the figures ``losses.png``, ``grad_norms.png``, ``layer_norms.png``
+count, clip rate, median largest gradient norm, the run verdict (most common over the
+seeds), seconds per run), ``results.json``, and the figures ``losses.png``, ``grad_norms.png``, ``layer_norms.png``
 (and ``success.png`` over sequence lengths when several are given).
 """
 
