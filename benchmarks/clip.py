@@ -206,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "clock": args.clock,
         "flush_denormal": args.flush_denormal and torch.set_flush_denormal(True),
         "clip": {},
-        "step": {},
     }
+    if not args.no_step:  # else the "step" entry of --json is kept
+        payload["step"] = {}
     shapes_by_model = model_shapes(args.quick)
     if args.models is not None:
         unknown = set(args.models.split(",")) - set(shapes_by_model)

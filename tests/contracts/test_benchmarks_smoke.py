@@ -55,3 +55,27 @@ def test_quick_benchmark_writes_step_overhead_of_every_strategy_and_the_monitor(
 def test_benchmark_records_the_command_and_machine(results):
     assert results["command"].startswith("python -m benchmarks.clip --quick")
     assert results["machine"]["torch"]
+
+
+def test_step_benchmark_alone_writes_its_entry_and_keeps_the_others(tmp_path):
+    step_benchmark = pytest.importorskip("benchmarks.step")
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"clip": {"kept": True}}))
+    step_benchmark.main(["--quick", "--repeats", "1", "--json", str(path)])
+    results = json.loads(path.read_text())
+    assert results["clip"] == {"kept": True}
+    step = results["step"]
+    assert step["command"].startswith("python -m benchmarks.step --quick")
+    assert set(step["threads=1"]["overhead_percent"]) == STEP_VARIANTS
+    assert len(step["threads=1"]["load_average"]) == 3
+
+
+def test_latency_benchmark_counts_the_collectives_of_both_libraries(tmp_path):
+    latency_benchmark = pytest.importorskip("benchmarks.latency")
+    path = tmp_path / "results.json"
+    latency_benchmark.main(["--quick", "--latency-ms", "0,1", "--json", str(path)])
+    rows = json.loads(path.read_text())["latency"]["rows"]
+    assert {(row["layout"], row["latency_ms"]) for row in rows} == {
+        (layout, ms) for layout in ("fsdp2 1-D", "fsdp x tp 2-D") for ms in (0.0, 1.0)}
+    assert all(row["gradclip_collectives"] == 1 for row in rows)
+    assert all(row["torch_collectives"] >= 1 for row in rows)
