@@ -212,8 +212,9 @@ def plain_or_flat_grads(parameters: ParamsLike) -> tuple[list[Tensor] | None, li
         parameters: what the caller passed, iterable twice (:func:`reiterable`).
 
     Returns:
-        ``(grads, None)``: the gradients of a plain list (:func:`gradclip.parameters.plain_grads`)
-        none of which is a flat view; ``(None, buffers)``: the flat buffers those gradients
+        ``(grads, None)``: the gradients of a plain list
+        (:func:`gradclip.parameters.plain_parameter_grads`), all ordinary tensors, none a
+        flat view; ``(None, buffers)``: the flat buffers those gradients
         cover exactly; ``(None, None)``: anything else (named pairs, DTensors, views covering
         part of a buffer), for the general path.
     """

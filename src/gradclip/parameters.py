@@ -98,14 +98,15 @@ def plain_tensors(tensors: ParamsLike) -> list[Tensor] | tuple[Tensor, ...] | No
     return tensors if PLAIN_GRAD_TYPES.issuperset(map(type, tensors)) else None
 
 
-def plain_grads(parameters: ParamsLike) -> list[Tensor] | None:
+def plain_parameter_grads(parameters: ParamsLike) -> list[Tensor] | None:
     """The gradients of a plain parameter list, or ``None`` where the general path is needed.
 
     Plain: a list or tuple (a generator made into one by :func:`gradclip.flat.reiterable`)
-    of ordinary tensors or ``Parameter`` objects, whose gradients are ordinary tensors: no named
-    pairs, no DTensors, nothing to name in an error. The types are looked up once per call
-    (the set of the types present), not once per tensor, and no name strings are made: the
-    drop-in ops then cost what torch's cost.
+    of ordinary tensors or ``Parameter`` objects: no named pairs, no DTensors, nothing to
+    name in an error. The types are looked up once per call (the set of the types present),
+    not once per tensor, and no name strings are made: the drop-in ops then cost what
+    torch's cost. The gradients' own types are the caller's to check
+    (:func:`gradclip.flat.plain_or_flat_grads`: flat views are checked one by one anyway).
 
     Args:
         parameters: what the caller passed, iterable twice.
@@ -114,16 +115,6 @@ def plain_grads(parameters: ParamsLike) -> list[Tensor] | None:
         The gradients of the parameters that have one, in order; ``None`` when
         ``parameters`` is anything else (then :func:`named_grads` serves).
     """
-    grads = plain_parameter_grads(parameters)
-    if grads is None or not PLAIN_GRAD_TYPES.issuperset(map(type, grads)):
-        return None
-    return grads
-
-
-def plain_parameter_grads(parameters: ParamsLike) -> list[Tensor] | None:
-    """The gradients of a list or tuple of ordinary tensors or ``Parameter`` objects (types of
-    the gradients unchecked), or ``None``: :func:`plain_grads` without its last check, for a
-    caller that checks the gradients' identity anyway (flat views)."""
     if type(parameters) is not list and type(parameters) is not tuple:
         return None
     if not PLAIN_PARAMETER_TYPES.issuperset(map(type, parameters)):
