@@ -205,3 +205,43 @@ def test_keep_best_writes_best_pt_and_eval_uses_it(tmp_path, capsys):
     unseen = write_comments(tmp_path / "unseen.csv", count=30, seed=4)
     assert main(["eval", str(run_dir), "--data", str(unseen)]) == 0
     assert f"using best.pt (step {summary['best_step']}" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="needs POSIX signals")
+def test_a_killed_default_text_run_resumes_to_the_same_weights(tmp_path):
+    import os
+    import signal
+    import time
+
+    import torch
+
+    data = write_comments(tmp_path / "d.csv", count=120)
+    argv = ["train", "--task", "text", "--data", str(data), "--steps", "30", "--max-len", "24",
+            "--vocab-size", "100", "--checkpoint-every", "3", "--threads", "1",
+            "--progress", "never"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(*extra):
+        return subprocess.Popen([sys.executable, "-m", "gradclip", *argv, *extra], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    reference = start("--out", str(whole))
+    reference.communicate(timeout=300)
+    process = start("--out", str(killed))
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] < 30
+    resumed = subprocess.run([sys.executable, "-m", "gradclip", "train", "--resume",
+                              str(killed)], env=env, capture_output=True, timeout=300,
+                             check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
+    got = torch.load(killed / "checkpoint.pt", weights_only=True)["model"]
+    assert expected.keys() == got.keys() and "wide.weight" in got
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, got[name]), name
