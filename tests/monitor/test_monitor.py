@@ -220,7 +220,7 @@ def test_watched_hidden_states_give_the_full_gradient_of_each_state():
 def test_time_profiles_are_recorded_only_for_reporting_steps():
     torch.manual_seed(0)
     model = nn.ModuleDict({"rnn": nn.GRU(2, 4, batch_first=True)})
-    monitor = GradientMonitor(model, every=2)
+    monitor = GradientMonitor(model, every=2, profile_every=2)
     for _ in range(2):
         model.zero_grad()
         inputs = torch.randn(3, 7, 2, requires_grad=True)
@@ -229,6 +229,22 @@ def test_time_profiles_are_recorded_only_for_reporting_steps():
     # the report covers step 2 alone: step 1 ran without the hooks recording
     assert report.time_profiles["rnn"] == pytest.approx(inputs.grad.norm(dim=(0, 2)).tolist(),
                                                         rel=1e-5)
+
+
+def test_time_profiles_at_every_1_are_taken_on_the_first_step_then_every_10th():
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"rnn": nn.GRU(2, 4, batch_first=True)})
+    monitor = GradientMonitor(model, every=1)
+    assert monitor.profile_every == 10
+    recorded = []
+    for _ in range(21):
+        model.zero_grad()
+        inputs = torch.randn(3, 7, 2, requires_grad=True)
+        model["rnn"](inputs)[0].sum().backward()
+        profile = monitor.step().time_profiles["rnn"]
+        recorded.append(profile == pytest.approx(inputs.grad.norm(dim=(0, 2)).tolist(),
+                                                 rel=1e-5))
+    assert [i + 1 for i, fresh in enumerate(recorded) if fresh] == [1, 10, 20]
 
 
 def test_report_summary_names_every_module_and_the_verdict():

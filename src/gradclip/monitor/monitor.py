@@ -30,9 +30,10 @@ text model (10.4 MB of weights) that is ~2 ms, so measured every step it alone w
 ~2.5% of a training step (``python -m benchmarks.monitor``).
 
 What ``every=N`` costs per step: one ``torch._foreach_norm`` over the gradients and a few
-small kernels on every step; on reporting steps, the report (device tensors, nothing read)
-and the time-profile hooks of the next backward (one float64 norm per time step of each
-recurrent layer's input); every ``update_every``-th step, the weight snapshot.
+small kernels on every step; on reporting steps, the report (device tensors, nothing read);
+every ``profile_every``-th step, the time-profile hooks of that backward (one float64 norm
+per time step of each recurrent layer's input); every ``update_every``-th step, the weight
+snapshot. Both default to ``every``, but at least 10 steps apart.
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def recurrent_cells(model: nn.Module | ParamsLike) -> dict[str, str]:
 MIN_UPDATE_EVERY = 10  # steps between update-ratio measurements by default (a weight copy)
 
 
+def slow_cadence(value: int | None, every: int, name: str) -> int:
+    """Steps between the costly measurements: ``value``, or ``every`` rounded up to a
+    multiple of it of at least ``MIN_UPDATE_EVERY``; a multiple of ``every`` either way."""
+    if value is None:
+        return every * -(-MIN_UPDATE_EVERY // every)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % every:
+        raise ValueError(f"{name} must be a positive multiple of every ({every}), got {value!r}")
+    return value
+
+
 class GradientMonitor:
     """Watch gradient health: norms per parameter/module, update ratios, clipping, NaN/Inf.
 
@@ -79,14 +90,17 @@ class GradientMonitor:
         update_every: measure the update/weight ratio on the reporting steps that are
             multiples of this (``None``: ``every``, rounded up to a multiple of it of at
             least 10); it must be a multiple of ``every``.
+        profile_every: record the time profiles on the reporting steps that are multiples of
+            this (same default and rule), and on the first reporting step; the reports in
+            between show the last ones.
         window: how many recent global norms the exploding-gradient rules look at.
         hidden_states: hook ``nn.RNN``/``nn.LSTM``/``nn.GRU`` layers to measure the gradient
-            reaching each time step (on reporting steps only).
+            reaching each time step (every ``profile_every`` steps).
         rules: thresholds of the verdicts (:class:`VerdictRules`).
 
     Raises:
-        ValueError: ``every`` not a positive integer, ``update_every`` not a positive
-            multiple of it, ``window`` below 2, or a model without trainable parameters.
+        ValueError: ``every`` not a positive integer, ``update_every`` or ``profile_every``
+            not a positive multiple of it, ``window`` below 2, or a model without trainable parameters.
 
     References:
         Pascanu, Mikolov & Bengio, 2013, "On the difficulty of training recurrent neural
@@ -96,16 +110,11 @@ class GradientMonitor:
 
     def __init__(self, model: nn.Module | ParamsLike, every: int = 1, *, window: int = 200,
                  hidden_states: bool = True, rules: VerdictRules | None = None,
-                 update_every: int | None = None):
+                 update_every: int | None = None, profile_every: int | None = None):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
-        update_every = every * -(-MIN_UPDATE_EVERY // every) if update_every is None \
-            else update_every
-        if isinstance(update_every, bool) or not isinstance(update_every, int) \
-                or update_every < 1 or update_every % every:
-            raise ValueError(f"update_every must be a positive multiple of every ({every}), "
-                             f"got {update_every!r}")
-        self.update_every = update_every
+        self.update_every = slow_cadence(update_every, every, "update_every")
+        self.profile_every = slow_cadence(profile_every, every, "profile_every")
         if isinstance(window, bool) or not isinstance(window, int) or window < 2:
             raise ValueError(f"window must be an integer >= 2, got {window!r}")
         named = (model.named_parameters() if isinstance(model, nn.Module)
@@ -153,6 +162,7 @@ class GradientMonitor:
         self._last_report_step = 0
         self._latest: tuple[Tensor, Tensor, Tensor, ClipStats | None] | None = None
         self._last_profiles: dict[str, Tensor] = {}
+        # the first report has its profiles too, then every profile_every steps
         self.profiles.recording = self._reports_at(1)
 
     def _arrived(self, index: int):
@@ -205,7 +215,7 @@ class GradientMonitor:
         if (self.steps + 1) % self.update_every == 0:
             self._snapshot_buffer = snapshot_weights_(self._snapshot_buffer, self._parameters)
             self._snapshot = self._snapshot_buffer
-        self.profiles.recording = self._reports_at(self.steps + 1)
+        self.profiles.recording = (self.steps + 1) % self.profile_every == 0
         return report
 
     @torch.no_grad()
