@@ -9,9 +9,10 @@ tokens; Adam), as in ``benchmarks.step``: ``zero_grad``, forward, loss, ``backwa
 and without the monitor:
 
 - ``monitor every=1``: ``monitor.step()`` each step (a report each step, not read; the
-  time-profile hooks run every step, the weight snapshot for the update/weight ratio every
-  10th, the default ``update_every``);
+  time-profile hooks and the weight snapshot for the update/weight ratio every 10th step,
+  the defaults of ``profile_every`` and ``update_every``);
 - ``monitor every=1, update_every=1``: the update/weight ratio measured every step too;
+- ``monitor every=1, everything every step``: ``update_every=1, profile_every=1``;
 - ``monitor every=1, read``: the same, and ``str(report)`` each step (one host transfer,
   the verdicts in Python);
 - ``monitor every=1, no time profiles``: ``hidden_states=False``;
@@ -64,6 +65,8 @@ def variants(quick: bool) -> dict[str, Callable[[], object]]:
     options = {
         "monitor every=1": {"every": 1},
         "monitor every=1, update_every=1": {"every": 1, "update_every": 1},
+        "monitor every=1, everything every step": {"every": 1, "update_every": 1,
+                                                   "profile_every": 1},
         "monitor every=1, no time profiles": {"every": 1, "hidden_states": False},
         "monitor every=10": {"every": 10},
         "monitor every=50": {"every": 50},
