@@ -67,6 +67,13 @@ class FlatGradBuffer:
         views: those views, ``views[i]`` shaped like ``params[i]``.
         exact_norm: take norms per view, as torch does (bit-identical), rather than as one
             reduction over the buffer (fastest).
+
+    Args:
+        params: the parameters to hold, all of one device and dtype, at least one.
+        exact_norm: as the attribute.
+
+    Raises:
+        IndexError: ``params`` is empty.
     """
 
     def __init__(self, params: Sequence[Tensor], exact_norm: bool = True) -> None:

@@ -241,8 +241,14 @@ def clip_grads_with_norm_(
         total_norm: the norm to clip by (a float, a tensor, or torch's DTensor norm).
         foreach: as in ``torch.nn.utils.clip_grads_with_norm_``.
 
+    Returns:
+        ``None``; the gradients are scaled in place.
+
     Raises:
         ValueError: a float ``max_norm`` that is not positive and finite.
+
+    References:
+        ``torch.nn.utils.clip_grads_with_norm_`` (torch 2.6 and later).
     """
     max_norm = check_max_norm(max_norm)
     parameters = reiterable(parameters)
@@ -452,8 +458,15 @@ def clip_grad_value_(
         clip_value: the largest magnitude kept, a number >= 0.
         foreach: as in ``torch.nn.utils.clip_grad_value_``.
 
+    Returns:
+        ``None``; the gradients are clamped in place.
+
     Raises:
         ValueError: ``clip_value`` is negative or not finite.
+
+    References:
+        ``torch.nn.utils.clip_grad_value_``; element-wise clipping: Mikolov, 2012 (PhD
+        thesis), discussed by Pascanu, Mikolov & Bengio, 2013.
     """
     clip_value = check_positive_number(clip_value, "clip_value", allow_zero=True)
     parameters = reiterable(parameters)
