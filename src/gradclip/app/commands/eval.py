@@ -36,38 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def load_model(run_dir: Path, config, task, state: dict, device):
-    """The run's model with the weights of its checkpoint, in eval mode."""
-    import dataclasses
-
-    from gradclip.app.models import build_model
-
-    model = build_model(task, **dataclasses.asdict(config.model))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError:
-        raise UserError(f"the checkpoint in {run_dir} does not match its config.json") from None
-    return model.to(device).eval()
-
-
-def open_scoring(run_dir: Path, device_name: str):
-    """The run's config, task (with its training-row hashes), model and device."""
-    from gradclip.app.training.runs import open_for_scoring
-    from gradclip.app.training.setup import resolve_device
-
-    device = resolve_device(device_name)
-    config, task, state = open_for_scoring(run_dir)
-    if config.train.keep_best and (Path(run_dir) / "best.pt").is_file():
-        from gradclip.app.training.checkpoint import load_checkpoint
-
-        state = load_checkpoint(run_dir, "best.pt")  # --keep-best: the best weights
-        print(f"using best.pt (step {state['step']}, {state.get('metric')} "
-              f"{state.get('score', float('nan')):.4f})", file=sys.stderr)
-    if hasattr(task, "load_training_hashes"):
-        task.load_training_hashes(run_dir)
-    return config, task, load_model(run_dir, config, task, state, device), device
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -76,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
+    from gradclip.app.training.scoring import open_scoring
+
     _, task, model, device = open_scoring(args.run_dir, args.device)
     with torch.no_grad():
         scores = task.evaluate_file(model, args.data, device)

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from gradclip.app.commands.eval import open_scoring
     from gradclip.app.tasks.text.data import read_unlabelled
+    from gradclip.app.training.scoring import open_scoring
 
     if not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
