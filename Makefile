@@ -1,14 +1,15 @@
 # Quick start: `make demo` then `make test`. Both build .venv on a fresh machine.
 #
-# torch comes from TORCH_INDEX; the default is PyTorch's CPU index, whose torch==2.13.0 is the
-# CPU build (a 192 MB wheel, 754 MB installed). A plain `pip install torch` on Linux resolves PyPI's CUDA
-# build, with the nvidia-* CUDA libraries and triton (several GB). Override either variable:
+# torch comes from your pip index unless TORCH_INDEX names another. By default that is
+# torch==2.13.0 from whatever pip is configured with: on the development and CI machines a
+# local copy of the CPU build (they reach no other index); on an ordinary Linux machine PyPI's
+# CUDA build, with the nvidia-* CUDA libraries and triton (several GB). For the CPU build there:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu     # 192 MB wheel, 754 MB installed
 #   make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126   # a CUDA 12.6 build
-#   make demo TORCH_INDEX=                                          # whatever your pip index serves
 #   make demo TORCH_SPEC='torch>=2.6'                               # another torch release
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
