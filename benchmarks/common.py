@@ -92,3 +92,12 @@ def update_json(path: str | Path, entries: dict[str, object]) -> None:
             existing = {}
     existing.update(entries)
     write_json(path, existing)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a gloo rendezvous of benchmark processes)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

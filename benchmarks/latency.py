@@ -36,7 +36,7 @@ import torch.distributed._functional_collectives  # noqa: F401  (wrapped by Simu
 import torch.multiprocessing as mp
 
 import gradclip
-from benchmarks.common import load_average, machine, print_table, ratio, update_json
+from benchmarks.common import free_port, load_average, machine, print_table, ratio, update_json
 
 # Module attributes the collectives are looked up through at call time.
 WRAPPED = [
@@ -147,14 +147,6 @@ def measure(rank: int, world: int, layout: str, latencies: Sequence[float], tens
         queue.put(rows)
     dist.barrier()
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import gradclip
-from benchmarks.common import machine, print_table, ratio, write_json
+from benchmarks.common import free_port, machine, print_table, ratio, write_json
 
 ELEMENTS = 16
 WORLD_SIZE = 2
@@ -89,14 +89,6 @@ def measure(rank: int, sizes: Sequence[int], torch_max: int, repeats: int, threa
         queue.put(rows)
     dist.barrier()
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
