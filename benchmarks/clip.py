@@ -40,6 +40,7 @@ from benchmarks.common import (
     milliseconds,
     print_table,
     ratio,
+    thread_counts,
     update_json,
 )
 from benchmarks.step import run_step_benchmark
@@ -193,10 +194,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    try:
-        thread_counts = [int(t) for t in args.threads.split(",")]
-    except ValueError:
-        sys.exit(f"--threads must be comma-separated integers, got {args.threads!r}")
+    threads_to_time = thread_counts(args.threads)
     clip_repeats = args.repeats or (3 if args.quick else 30)
     step_repeats = args.repeats or (3 if args.quick else 40)
     payload: dict[str, object] = {
@@ -215,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         if unknown:
             sys.exit(f"--models: unknown {sorted(unknown)}; known: {sorted(shapes_by_model)}")
         shapes_by_model = {m: shapes_by_model[m] for m in args.models.split(",")}
-    for threads in thread_counts:
+    for threads in threads_to_time:
         torch.set_num_threads(threads)
         print(f"torch.set_num_threads({threads}); torch.get_num_threads() = "
               f"{torch.get_num_threads()}; load average {load_average()}")

@@ -13,8 +13,10 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -94,6 +96,14 @@ def update_json(path: str | Path, entries: dict[str, object]) -> None:
     write_json(path, existing)
 
 
+def thread_counts(text: str) -> list[int]:
+    """``--threads 1,2`` as a list; anything else exits with one line."""
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        sys.exit(f"--threads must be comma-separated integers, got {text!r}")
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (for a gloo rendezvous of benchmark processes)."""
     import socket
@@ -101,3 +111,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_on_gloo(measure: Callable[..., object], world: int, *args: object,
+                threads: int = 1) -> object:
+    """``measure(*args)`` in ``world`` gloo processes of ``threads`` torch threads each.
+
+    Args:
+        measure: a module-level function (it is pickled); it runs inside the process group.
+        world: the number of processes.
+        *args: its arguments.
+        threads: ``torch.set_num_threads`` in each process.
+
+    Returns:
+        What ``measure`` returned on rank 0.
+    """
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_gloo_process, args=(world, free_port(), threads, measure, args, queue),
+             nprocs=world, join=True)
+    return queue.get()
+
+
+def _gloo_process(rank: int, world: int, port: int, threads: int,
+                  measure: Callable[..., object], args: tuple, queue) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(minutes=30))
+    try:
+        result = measure(*args)
+        if rank == 0:
+            queue.put(result)
+        dist.barrier()  # no rank leaves while another still talks to it
+    finally:
+        dist.destroy_process_group()

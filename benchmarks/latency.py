@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives  # noqa: F401  (wrapped by SimulatedLatency)
-import torch.multiprocessing as mp
 
 import gradclip
-from benchmarks.common import free_port, load_average, machine, print_table, ratio, update_json
+from benchmarks.common import load_average, machine, print_table, ratio, run_on_gloo, update_json
 
 # Module attributes the collectives are looked up through at call time.
 WRAPPED = [
@@ -118,15 +115,12 @@ def timed_side_by_side(
                    "collectives": calls[name]} for name in candidates}
 
 
-def measure(rank: int, world: int, layout: str, latencies: Sequence[float], tensors: int,
-            repeats: int, threads: int, port: int, queue) -> None:
-    """One process; rank 0 puts its rows on ``queue``."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def measure(world: int, layout: str, latencies: Sequence[float], tensors: int,
+            repeats: int) -> list[dict[str, object]]:
+    """One process of the benchmark (in a gloo group): a row per latency."""
     # torch's own note that its 2-D redistribution takes one all-reduce per mesh dimension
     # is what the table shows; once per rank and round is noise.
     logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
-    torch.set_num_threads(threads)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(minutes=30))
     latency = SimulatedLatency()
     ours = mesh_grads(layout, tensors, seed=0)
     theirs = clone(ours)
@@ -143,10 +137,7 @@ def measure(rank: int, world: int, layout: str, latencies: Sequence[float], tens
         rows.append({"layout": layout, "ranks": world, "latency_ms": seconds * 1e3, **{
             f"{name}_{key}": value for name, result in figures.items()
             for key, value in result.items()}})
-    if rank == 0:
-        queue.put(rows)
-    dist.barrier()
-    dist.destroy_process_group()
+    return rows
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -170,13 +161,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     tensors, repeats = (6, 1) if args.quick else (args.tensors, args.repeats)
     load_before = load_average()
     print(f"torch.set_num_threads({args.threads}) per process, gloo; load average {load_before}")
-    context = mp.get_context("spawn")
     rows = []
     for layout, world in (("fsdp2 1-D", 2), ("fsdp x tp 2-D", 4)):
-        queue = context.SimpleQueue()
-        mp.spawn(measure, args=(world, layout, latencies, tensors, repeats, args.threads,
-                                free_port(), queue), nprocs=world, join=True)
-        rows.extend(queue.get())
+        rows.extend(run_on_gloo(measure, world, world, layout, latencies, tensors, repeats,
+                                threads=args.threads))
     table = [("mesh", "latency ms", "gradclip ms", "torch ms", "torch / gradclip",
               "collectives (gradclip / torch)")]
     for row in rows:

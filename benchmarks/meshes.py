@@ -20,14 +20,12 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import gradclip
-from benchmarks.common import free_port, machine, print_table, ratio, write_json
+from benchmarks.common import machine, print_table, ratio, run_on_gloo, update_json
 
 ELEMENTS = 16
 WORLD_SIZE = 2
@@ -62,15 +60,10 @@ def collectives(action: Callable[[], object]) -> int:
     return sum(mode.get_comm_counts().values())
 
 
-def measure(rank: int, sizes: Sequence[int], torch_max: int, repeats: int, threads: int,
-            port: int, queue) -> None:
-    """One process of the benchmark; rank 0 puts its rows on ``queue``."""
+def measure(sizes: Sequence[int], torch_max: int, repeats: int) -> list[dict[str, object]]:
+    """One process of the benchmark (in a gloo group): a row per size."""
     from torch.distributed.device_mesh import init_device_mesh
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(threads)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE,
-                            timeout=timedelta(minutes=30))
     mesh = init_device_mesh("cpu", (WORLD_SIZE,))
     rows = []
     for count in sizes:
@@ -85,10 +78,7 @@ def measure(rank: int, sizes: Sequence[int], torch_max: int, repeats: int, threa
             row.update(torch_s=theirs, ratio=ratio(theirs, ours), torch_collectives=collectives(
                 lambda g=grads: torch.nn.utils.get_total_norm(g).full_tensor()))
         rows.append(row)
-    if rank == 0:
-        queue.put(rows)
-    dist.barrier()
-    dist.destroy_process_group()
+    return rows
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -101,8 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torch-max", type=int, default=5000,
                         help="largest count torch is timed at (its time grows quadratically)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument("--json", default="benchmarks/results-meshes.json",
-                        help="where to write results")
+    parser.add_argument("--json", default="benchmarks/results.json",
+                        help="file whose \"meshes\" entry receives the figures")
     return parser.parse_args(argv)
 
 
@@ -110,11 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
     sizes = [20, 50] if args.quick else [int(size) for size in args.sizes.split(",")]
     repeats = 1 if args.quick else args.repeats
-    context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
-    mp.spawn(measure, args=(sizes, args.torch_max, repeats, args.threads, free_port(), queue),
-             nprocs=WORLD_SIZE, join=True)
-    rows = queue.get()
+    rows = run_on_gloo(measure, WORLD_SIZE, sizes, args.torch_max, repeats,
+                       threads=args.threads)
     print(f"torch.set_num_threads({args.threads}) per process, {WORLD_SIZE} gloo processes, "
           f"load average {os.getloadavg()[0]:.2f}")
     table = [("tensors", "gradclip s", "torch s", "torch / gradclip", "collectives (ours/torch)")]
@@ -127,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
                 f"(median of {repeats})", table)
     payload = {"command": "python -m benchmarks.meshes " + " ".join(argv or []),
                "machine": machine(), "threads": args.threads, "repeats": repeats, "rows": rows}
-    write_json(args.json, payload)
+    update_json(args.json, {"meshes": payload})
     return payload
 
 

@@ -41,6 +41,7 @@ from benchmarks.common import (
     machine,
     milliseconds,
     print_table,
+    thread_counts,
     update_json,
 )
 from gradclip.fused import fused_clip_step
@@ -202,10 +203,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    try:
-        thread_counts = [int(t) for t in args.threads.split(",")]
-    except ValueError:
-        sys.exit(f"--threads must be comma-separated integers, got {args.threads!r}")
+    threads_to_time = thread_counts(args.threads)
     repeats = args.repeats or (3 if args.quick else 40)
     payload: dict[str, object] = {
         "command": " ".join(["python -m benchmarks.step", *argv]),
@@ -213,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "clock": args.clock,
         "flush_denormal": args.flush_denormal and torch.set_flush_denormal(True),
     }
-    for threads in thread_counts:
+    for threads in threads_to_time:
         torch.set_num_threads(threads)
         print(f"torch.set_num_threads({threads}); torch.get_num_threads() = "
               f"{torch.get_num_threads()}; load average {load_average()}")
