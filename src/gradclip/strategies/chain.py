@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.nonfinite import POLICIES
+from gradclip.nonfinite import check_policy
 from gradclip.parameters import ParamsLike
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.state import KIND, check_state
@@ -100,9 +100,7 @@ class Chain(Clipper):
         return None
 
     def with_nonfinite(self, nonfinite: str) -> Chain:
-        if nonfinite not in POLICIES:
-            raise ValueError(f"nonfinite must be one of {', '.join(map(repr, POLICIES))}, "
-                             f"got {nonfinite!r}")
+        nonfinite = check_policy(nonfinite)  # once, before any member is rebuilt
         return Chain(*(clipper.with_nonfinite(nonfinite) for clipper in self.clippers))
 
     def __repr__(self) -> str:
