@@ -56,6 +56,16 @@ def test_the_wide_path_has_its_own_optimizer_group():
     assert len(rest["params"]) + 1 == len(list(model.parameters()))
 
 
+def test_the_wide_intercept_has_its_own_rate_and_no_weight_decay():
+    model = WideDeepModel("gru", 2, vocab_size=20, pad_id=0, buckets=64, wide_lr_scale=100.0,
+                          wide_eps=0.01, wide_intercept=torch.zeros(2), wide_bias_lr_scale=30.0)
+    rest, wide, intercept = model.parameter_groups(0.002)
+    assert intercept["params"] == [model.wide_bias]
+    assert intercept["lr"] == pytest.approx(0.06) and intercept["weight_decay"] == 0.0
+    assert all(p is not model.wide_bias and p is not model.wide.weight for p in rest["params"])
+    assert len(rest["params"]) + 2 == len(list(model.parameters()))
+
+
 class _Tokenizer:
     def get_vocab_size(self):
         return 50
@@ -73,3 +83,40 @@ def test_a_run_from_before_the_wide_path_keeps_the_plain_recurrent_model():
     new = TextTask({**old_settings, "ngram_buckets": 64, "spatial_dropout": 0.1,
                     "wide_lr_scale": 10.0, "wide_eps": 0.01}, _Tokenizer(), ("toxic",))
     assert type(build_model(new, **ARCH)) is WideDeepModel
+
+
+def _two_path_model(**settings):
+    torch.manual_seed(0)
+    model = WideDeepModel("gru", 2, vocab_size=20, pad_id=0, buckets=64, embed_dim=4,
+                          hidden_size=4, **settings)
+    torch.nn.init.normal_(model.wide.weight)
+    inputs = pack_inputs(torch.tensor([[4, 5, 6], [7, 8, 0]]),
+                         torch.tensor([[2 * COUNT_LIMIT + 1, 9 * COUNT_LIMIT + 3],
+                                       [5 * COUNT_LIMIT + 1, -1]]))
+    return model, inputs, torch.tensor([3, 2])
+
+
+def test_separate_losses_train_both_paths_and_score_their_blend():
+    model, inputs, lengths = _two_path_model(wide_intercept=torch.tensor([-1.0, 0.5]),
+                                             separate_losses=True, deep_weight=0.2)
+    training = model.train()(inputs, lengths)
+    assert training.shape == (2, 4)
+    model.eval()
+    tokens, codes = split_inputs(inputs)
+    wide, deep = model.wide_logits(codes), model.deep(tokens, lengths)
+    buckets, weights = model.ngram_weights(codes)
+    torch.testing.assert_close(wide, model.wide(buckets, per_sample_weights=weights)
+                               + torch.tensor([-1.0, 0.5]))
+    torch.testing.assert_close(model(inputs, lengths), wide + 0.2 * deep)
+
+
+def test_a_first_wide_and_deep_run_keeps_its_joint_sum_and_state_keys():
+    model, inputs, lengths = _two_path_model()
+    assert model.wide_bias is None and "wide_bias" not in model.state_dict()
+    tokens, codes = split_inputs(inputs)
+    for mode in (model.train, model.eval):
+        mode()
+        torch.manual_seed(1)
+        got = model(inputs, lengths)
+        torch.manual_seed(1)
+        torch.testing.assert_close(got, model.deep(tokens, lengths) + model.wide_logits(codes))

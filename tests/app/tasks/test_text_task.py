@@ -13,7 +13,7 @@ pytest.importorskip("tokenizers")
 
 from gradclip.app.config import TaskOptions  # noqa: E402
 from gradclip.app.errors import UserError  # noqa: E402
-from gradclip.app.tasks.base import seeded_generator  # noqa: E402
+from gradclip.app.tasks.base import Batch, seeded_generator  # noqa: E402
 from gradclip.app.tasks.text.data import split_rows  # noqa: E402
 from gradclip.app.tasks.text.model import split_inputs  # noqa: E402
 from gradclip.app.tasks.text.task import (  # noqa: E402
@@ -249,3 +249,25 @@ def test_training_loss_weights_the_positive_term(data):
     outputs = torch.zeros_like(batch.targets)
     expected = (batch.targets * task.pos_weight * math.log(2) + (1 - batch.targets) * math.log(2))
     assert float(task.loss(outputs, batch)) == pytest.approx(float(expected.mean()))
+
+
+def test_a_two_path_output_is_trained_by_the_sum_of_the_two_paths_losses(data):
+    task = TextTask.from_options(task_args(data))
+    batch = task.train_batch(0)
+    wide, deep = torch.randn_like(batch.targets), torch.randn_like(batch.targets)
+    separate = task.loss(torch.cat([wide, deep], dim=1), batch)
+    torch.testing.assert_close(separate, task.loss(wide, batch) + task.loss(deep, batch))
+
+
+def test_the_wide_intercept_starts_at_the_weighted_log_odds_of_the_training_split(data):
+    task = TextTask.from_options(task_args(data))
+    model = task.build_model(cell="gru", hidden_size=4, layers=1, bidirectional=True,
+                             dropout=0.0, embed_dim=4)
+    prior = task.train_targets.mean(0)
+    expected = (prior / (1 - prior)).log() + task.pos_weight.log()
+    torch.testing.assert_close(model.wide_bias.detach(), expected)
+    # the weighted loss of a constant logit is smallest at that intercept
+    intercept = expected.clone().requires_grad_()
+    everyone = Batch(None, None, task.train_targets)
+    task.loss(intercept.expand(len(task.train_targets), -1), everyone).backward()
+    torch.testing.assert_close(intercept.grad, torch.zeros_like(intercept), atol=1e-6, rtol=0)
