@@ -72,8 +72,8 @@ def path_logits(model: torch.nn.Module, inputs: torch.Tensor, lengths: torch.Ten
 
 
 @torch.no_grad()
-def validation_scores(task: TextTask, model: torch.nn.Module) -> dict[str, float]:
-    """Validation mean ROC-AUC of each path and of their blends (logits, not probabilities)."""
+def validation_scores(task: TextTask, model: torch.nn.Module, paths: str) -> dict[str, float]:
+    """Validation mean ROC-AUC of the trained paths and, when both are, of their blends."""
     model.eval()
     deep, wide = [], []
     for start in range(0, len(task.val_ids), 256):
@@ -83,8 +83,11 @@ def validation_scores(task: TextTask, model: torch.nn.Module) -> dict[str, float
         wide.append(w)
     model.train()
     deep, wide = torch.cat(deep), torch.cat(wide)
-    blends = {"deep": deep, "wide": wide,
-              **{f"wide+{weight}*deep": wide + weight * deep for weight in BLEND_WEIGHTS}}
+    blends = {"deep": deep, "wide": wide}
+    if paths == "both":
+        blends.update({f"wide+{weight}*deep": wide + weight * deep for weight in BLEND_WEIGHTS})
+    else:
+        blends = {paths: blends[paths]}
     return {name: round(label_report(logits, task.val_targets, task.label_names)
                         ["mean_roc_auc"], 4) for name, logits in blends.items()}
 
@@ -115,7 +118,7 @@ def main() -> None:
         optimizer.step()
         schedule.step()
         if (step + 1) % task.batches_per_epoch == 0:
-            history.append(validation_scores(task, model))
+            history.append(validation_scores(task, model, args.paths))
             print(f"epoch {len(history)} {history[-1]} {time.perf_counter() - started:.0f}s "
                   f"clipped {clipped} of {step + 1}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
