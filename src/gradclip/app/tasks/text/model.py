@@ -50,7 +50,7 @@ def split_inputs(inputs: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class WideDeepModel(nn.Module):
-    """Recurrent reader + hashed n-gram linear path, logits summed (see the module doc)."""
+    """Recurrent reader + hashed n-gram linear path, trained and blended as the module doc says."""
 
     def __init__(self, cell: str, output_size: int, *, vocab_size: int, pad_id: int,
                  buckets: int, embed_dim: int = 128, hidden_size: int = 64, layers: int = 1,
