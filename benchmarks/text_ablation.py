@@ -23,9 +23,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from torch.nn import functional as F
 
 from gradclip import clip_grad_norm_
+from gradclip.app.errors import UserError
 from gradclip.app.tasks.text.metrics import label_report
 from gradclip.app.tasks.text.model import split_inputs
 from gradclip.app.tasks.text.task import TextTask
@@ -107,10 +107,8 @@ def main() -> None:
     for step in range(total):
         batch = task.train_batch(step)
         deep, wide = path_logits(model, batch.inputs, batch.lengths)
-        trained = {"both": (deep, wide), "wide": (wide,), "deep": (deep,)}[args.paths]
-        loss = sum(F.binary_cross_entropy_with_logits(logits, batch.targets,
-                                                      pos_weight=task.pos_weight)
-                   for logits in trained)
+        trained = {"both": (wide, deep), "wide": (wide,), "deep": (deep,)}[args.paths]
+        loss = task.loss(torch.cat(trained, dim=1), batch)  # one BCE per trained path, summed
         optimizer.zero_grad()
         loss.backward()
         if args.clip > 0:

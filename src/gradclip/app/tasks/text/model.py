@@ -95,8 +95,9 @@ class WideDeepModel(nn.Module):
         with its own rate 0.968 (docs: the text classification page). The gradients keep
         their true size, so clipping by global norm sees the same model as before.
         """
-        wide = {"wide.weight": self.wide_lr_scale, "wide_bias": self.wide_bias_lr_scale}
-        rest = [parameter for name, parameter in self.named_parameters() if name not in wide]
+        own_groups = {"wide.weight", "wide_bias"}
+        rest = [parameter for name, parameter in self.named_parameters()
+                if name not in own_groups]
         groups = [{"params": rest},
                   {"params": [self.wide.weight], "lr": lr * self.wide_lr_scale,
                    "eps": self.wide_eps, "weight_decay": 0.0}]

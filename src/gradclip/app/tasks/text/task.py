@@ -252,8 +252,7 @@ class TextTask(Task):
         targets = getattr(self, "train_targets", None)
         if targets is None:
             return torch.zeros(self.output_size)
-        prior = targets.mean(0).clamp(1e-4, 1 - 1e-4)
-        return (prior / (1 - prior)).log() + self.pos_weight.log()
+        return torch.logit(targets.mean(0), eps=1e-4) + self.pos_weight.log()
 
     def _attach(self, table: Any) -> None:
         """Split the table, encode its rows and record the facts for the summary."""
