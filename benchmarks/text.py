@@ -31,6 +31,8 @@ TRAIN_ROWS, TEST_ROWS = 8000, 1000
 
 def split_file(data: Path, out: Path) -> tuple[Path, Path]:
     """``first.csv`` (the first 8,000 rows) and ``last.csv`` (the last 1,000) in ``out``."""
+    if not data.is_file():
+        raise SystemExit(f"--data {data}: no such file")
     csv.field_size_limit(2**31 - 1)
     with data.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))

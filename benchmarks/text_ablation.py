@@ -96,7 +96,10 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch.set_num_threads({args.threads})", flush=True)
-    task, model = build(args)
+    try:
+        task, model = build(args)
+    except UserError as error:  # bad --data: one line, as the gradclip command says it
+        raise SystemExit(f"error: {error}") from None
     optimizer = torch.optim.AdamW(model.parameter_groups(args.lr), lr=args.lr,
                                   weight_decay=args.weight_decay)
     total = task.batches_per_epoch * args.epochs
