@@ -3,46 +3,39 @@
 - ``plot_profile``: histograms of what ``gradclip profile`` measured, with the thresholds;
 - ``plot_run``: a run's loss, gradient norm with its threshold, and per-layer heat map;
 - ``plot_compare``: the same three views over every run of ``gradclip compare``;
-- ``plot_demo``: the demo's loss and gradient norm per strategy.
+- ``plot_demo``: the demo's loss and gradient norm per strategy;
+- ``plot_benchmark``: a benchmark's loss and gradient norm per task, and the strategies' ranks.
 
-Norms span orders of magnitude, so every norm axis is logarithmic.
+Norms span orders of magnitude, so every norm axis is logarithmic. Every figure takes its
+strategy colours from ``palette`` (one colour per strategy, the same in every figure) and its
+size, titles and legend placement from ``layout`` (legends below the panels, never on the data).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradclip.app.errors import UserError
-from gradclip.app.training.rundir import read_metrics
+from gradclip.app.experiments.layout import (
+    axis_labels,
+    figure_title,
+    legend_below,
+    line_handles,
+    panel_figure,
+    panel_title,
+    pyplot,
+    save_figure,
+)
+from gradclip.app.experiments.palette import strategy_colours
+from gradclip.app.training.rundir import CONFIG, read_metrics
 
 SMOOTHING = 25  # steps in the loss's trailing moving average
 # top of the demo's loss axis; exploding runs reach 1e30 and would flatten the rest
 DEMO_LOSS_CEILING = 1e3
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the file-only Agg backend; a clear error if it is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'gradclip[app]'") from None
-    return plt
-
-
-def save_figure(figure: Any, path: Path, dpi: int) -> None:
-    """Write the PNG; a file system refusal is one ``UserError`` line naming the path."""
-    try:
-        figure.savefig(path, dpi=dpi)
-    except OSError as error:
-        pyplot().close(figure)
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def number(value: Any) -> float:
@@ -76,42 +69,46 @@ def moving_average(values: Sequence[float], window: int = SMOOTHING) -> list[flo
 
 def plot_profile(global_norms: Sequence[float], module_norms: dict[str, Sequence[float]],
                  magnitudes: Sequence[float], recommendation: Any, path: Path) -> Path:
-    """Three panels: global norm histogram, per-module norm spread, |g| histogram (log x)."""
-    plt = pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
+    """Three panels: global norm histogram, per-module norm spread, |g| histogram (log x).
+
+    The recommended thresholds are dashed lines, listed in one legend below the panels.
+    """
+    figure, axes = panel_figure(3, width=5.4, height=4.2)
     norms = positive(global_norms)
     if norms:
         axes[0].hist(norms, bins=log_bins(norms), color="tab:blue", alpha=0.8)
     if recommendation is not None:
         uses = [s for s in recommendation.specs if s.split("+")[-1].startswith("norm:")]
         axes[0].axvline(recommendation.norm_threshold, color="tab:red", linestyle="--",
-                        label=f"norm {recommendation.norm_threshold:.2g}: "
+                        label=f"norm threshold {recommendation.norm_threshold:.2g} (left): "
                               f"{recommendation.norm_rule}"
                               f" ({'recommended: ' + uses[0] if uses else 'not recommended'})")
-        axes[0].legend(fontsize=8)
-    axes[0].set(xscale="log", xlabel="global L2 gradient norm per step (log scale)",
-                ylabel="steps", title=f"global gradient norm over {len(global_norms)} steps")
+    axes[0].set(xscale="log")
+    axis_labels(axes[0], "global L2 gradient norm per step (log scale)", "steps")
+    panel_title(axes[0], f"global gradient norm over {len(global_norms)} steps")
     names = [name for name, values in module_norms.items() if positive(values)]
     if names:
         axes[1].boxplot([positive(module_norms[n]) for n in names], orientation="horizontal",
                         tick_labels=names, whis=(1, 99))
-    axes[1].set(xscale="log", xlabel="gradient L2 norm per step (log scale)",
-                title="per-module gradient norm (box: p25-p75, whiskers: p1-p99)")
+    axes[1].set(xscale="log")
+    axis_labels(axes[1], "gradient L2 norm per step (log scale)", "")
+    panel_title(axes[1], "per-module gradient norm (box: p25-p75, whiskers: p1-p99)")
     elements = positive(magnitudes)
     if elements:
         axes[2].hist(elements, bins=log_bins(elements), color="tab:green", alpha=0.8)
     if recommendation is not None and recommendation.value_threshold is not None:
         chosen = any(spec.startswith("value:") for spec in recommendation.specs)
-        axes[2].axvline(recommendation.value_threshold, color="tab:red", linestyle="--",
-                        label=f"value {recommendation.value_threshold:.2g}: "
+        axes[2].axvline(recommendation.value_threshold, color="tab:purple", linestyle="--",
+                        label=f"value threshold {recommendation.value_threshold:.2g} (right): "
                               f"{recommendation.value_rule}"
                               f" ({'recommended' if chosen else 'not recommended'})")
-        axes[2].legend(fontsize=8)
-    axes[2].set(xscale="log", xlabel="|gradient element| (log scale)", ylabel="sampled elements",
-                title="per-element gradient magnitude")
-    figure.suptitle("gradclip profile: gradients without clipping")
+    axes[2].set(xscale="log")
+    axis_labels(axes[2], "|gradient element| (log scale)", "sampled elements")
+    panel_title(axes[2], "per-element gradient magnitude")
+    legend_below(figure, [line for axis in axes for line in axis.get_lines()
+                          if not line.get_label().startswith("_")])
+    figure_title(figure, "gradclip profile: gradients without clipping")
     save_figure(figure, path, 110)
-    plt.close(figure)
     return path
 
 
@@ -171,12 +168,16 @@ def draw_loss(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) -> 
         if run.loss and not math.isfinite(run.loss[-1]) and top is not None:
             axis.plot(run.steps[-1], top, marker="x", markersize=9, clip_on=False,
                       color=colours.get(run.label))
-    axis.set(yscale="log", xlabel="optimizer step",
-             ylabel=f"training loss, mean of {SMOOTHING} steps (log)",
-             title="training loss (x at the top: loss became NaN/Inf, run stopped)")
+    axis.set(yscale="log")
+    axis_labels(axis, "optimizer step", f"training loss, mean of {SMOOTHING} steps (log)")
+
+
+LOSS_TITLE = "training loss (x at the top: loss became NaN/Inf, run stopped)"
+NORMS_TITLE = "gradient norm before clipping (dashed: clipping threshold)"
 
 
 def draw_norms(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) -> None:
+    """Each run's global gradient norm before clipping, and its threshold dashed."""
     for run in runs:
         colour = colours.get(run.label)
         axis.plot(run.steps, run.grad_norm, color=colour, alpha=0.6, linewidth=0.7,
@@ -184,9 +185,8 @@ def draw_norms(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) ->
         if finite(run.threshold):
             axis.plot(run.steps, run.threshold, color=colour, linestyle="--", linewidth=1.2,
                       label="clipping threshold" if len(runs) == 1 else None)
-    axis.set(yscale="log", xlabel="optimizer step",
-             ylabel="global grad L2 norm, before clipping (log)",
-             title="gradient norm (dashed: clipping threshold)")
+    axis.set(yscale="log")
+    axis_labels(axis, "optimizer step", "global gradient L2 norm before clipping (log)")
 
 
 def log_grid(run: RunCurves) -> list[list[float]]:
@@ -211,72 +211,68 @@ def draw_heat_map(axis: Any, run: RunCurves, limits: tuple[float, float] | None 
                         vmin=low, vmax=high,
                         extent=(steps[0] - interval, steps[-1], len(names) - 0.5, -0.5))
     axis.set_yticks(range(len(names)), names, fontsize=8)
-    axis.set(xlabel="optimizer step", title=f"per-layer gradient norm: {run.label}")
+    axis.set(xlabel="optimizer step")
+    panel_title(axis, f"per-layer gradient norm: {run.label}")
     return image
 
 
+def run_clip(run_dir: Path) -> str:
+    """The run's ``--clip`` spec from its ``config.json`` (``""`` when it cannot be read)."""
+    try:
+        return str(json.loads((Path(run_dir) / CONFIG).read_text())["train"]["clip"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def plot_run(run_dir: Path) -> list[Path]:
-    """``loss.png``, ``grad_norm.png`` and ``layer_norms.png`` in ``run_dir``."""
-    plt = pyplot()
+    """``loss.png``, ``grad_norm.png`` and ``layer_norms.png`` in ``run_dir``.
+
+    The run's curves take its clip spec's colour from ``palette``, as in every other figure.
+    """
     run_dir = Path(run_dir)
-    curves = read_curves(run_dir)
+    clip = run_clip(run_dir)
+    curves = read_curves(run_dir, f"--clip {clip}" if clip else run_dir.name)
     if not curves.steps:
         return []
+    colours = {curves.label: strategy_colours([clip or "none"])[clip or "none"]}
     paths = []
-    for name, draw in (("loss.png", draw_loss), ("grad_norm.png", draw_norms)):
-        figure, axis = plt.subplots(figsize=(8, 4.8), constrained_layout=True)
-        draw(axis, [curves], {curves.label: "tab:blue"})
-        axis.legend(fontsize=8)
-        figure.suptitle(run_dir.name)
+    for name, draw, title in (("loss.png", draw_loss, LOSS_TITLE),
+                              ("grad_norm.png", draw_norms, NORMS_TITLE)):
+        figure, (axis,) = panel_figure(1, width=8, height=4.8)
+        draw(axis, [curves], colours)
+        panel_title(axis, title)
+        legend_below(figure, [line for line in axis.get_lines()
+                              if not line.get_label().startswith("_")])
+        figure_title(figure, run_dir.name)
         save_figure(figure, run_dir / name, 110)
-        plt.close(figure)
         paths.append(run_dir / name)
-    figure, axis = plt.subplots(figsize=(9, 1.6 + 0.35 * max(1, len(curves.layer_norms))),
-                                constrained_layout=True)
+    figure, (axis,) = panel_figure(1, width=9, height=1.6 + 0.35 * max(1, len(curves.layer_norms)))
     image = draw_heat_map(axis, curves)
     if image is not None:
-        figure.colorbar(image, ax=axis, label="log10 gradient L2 norm")
+        figure.colorbar(image, ax=axis, label="log10 L2 norm")
     save_figure(figure, run_dir / "layer_norms.png", 110)
-    plt.close(figure)
     paths.append(run_dir / "layer_norms.png")
     if curves.eval_steps:
-        paths.append(plot_validation(plt, run_dir, curves))
+        paths.append(plot_validation(run_dir, curves))
     return paths
 
 
-def plot_validation(plt: Any, run_dir: Path, curves: RunCurves) -> Path:
+def plot_validation(run_dir: Path, curves: RunCurves) -> Path:
     """``validation.png``: the validation scores recorded at ``--eval-every``."""
     names = [name for name in ("mean_roc_auc", "accuracy", "bits_per_char", "mse", "loss")
              if len(curves.eval_scores.get(name, ())) == len(curves.eval_steps)][:2]
-    figure, axes = plt.subplots(1, len(names) or 1, figsize=(5.2 * max(1, len(names)), 3.6),
-                                constrained_layout=True, squeeze=False)
-    for axis, name in zip(axes[0], names, strict=False):
+    figure, axes = panel_figure(len(names))
+    for axis, name in zip(axes, names, strict=False):
         axis.plot(curves.eval_steps, curves.eval_scores[name], marker="o", color="tab:green")
-        axis.set(xlabel="optimizer step", ylabel=name, title=f"validation {name}")
-    figure.suptitle(run_dir.name)
+        axis_labels(axis, "optimizer step", name)
+        panel_title(axis, f"validation {name}")
+    figure_title(figure, run_dir.name)
     save_figure(figure, run_dir / "validation.png", 110)
-    plt.close(figure)
     return run_dir / "validation.png"
 
 
-def panel_grid(plt: Any, count: int, width: float = 5.2, height: float = 3.6) -> tuple:
-    """A figure with ``count`` panels, at most 4 per row; returns (figure, flat axes)."""
-    columns = min(4, count)
-    rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
-                                constrained_layout=True, squeeze=False)
-    flat = [axis for line in axes for axis in line]
-    for axis in flat[count:]:
-        axis.set_axis_off()
-    return figure, flat[:count]
-
-
-def clip_colours(plt: Any, clips: Sequence[str]) -> dict[str, str]:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {clip: cycle[i % len(cycle)] for i, clip in enumerate(dict.fromkeys(clips))}
-
-
-def panel_title(setting: Any, labels: Sequence[str]) -> str:
+def setting_title(setting: Any, labels: Sequence[str]) -> str:
+    """A compare panel's name from the settings that vary: ``lstm T=100 lr=0.01``."""
     parts = {"model": setting.model, "seq_len": f"T={setting.seq_len}",
              "lr": f"lr={setting.lr:g}"}
     return " ".join(parts[key] for key in labels if key in parts) or "all runs"
@@ -287,60 +283,58 @@ def plot_compare(out: Path, grouped: dict[Any, list[dict[str, Any]]], labels: Se
     """``losses.png``, ``grad_norms.png``, ``layer_norms.png`` (and ``success.png``) in ``out``.
 
     One panel per setting other than the clip (model, length, learning rate), one colour per
-    clip spec, one line per seed.
+    clip spec (the same in every panel and figure), one line per seed, one legend below.
     """
-    plt = pyplot()
     panels: dict[str, list[RunCurves]] = {}
     for setting, results in grouped.items():
-        panel = panels.setdefault(panel_title(setting, labels), [])
+        panel = panels.setdefault(setting_title(setting, labels), [])
         panel.extend(read_curves(Path(r["run_dir"]), setting.clip) for r in results)
-    colours = clip_colours(plt, [s.clip for s in grouped])
+    colours = strategy_colours(s.clip for s in grouped)
     paths = []
-    for name, draw in (("losses.png", draw_loss), ("grad_norms.png", draw_norms)):
-        figure, axes = panel_grid(plt, len(panels))
-        for axis, (title, runs) in zip(axes, panels.items(), strict=True):
+    for name, draw, title in (("losses.png", draw_loss, LOSS_TITLE),
+                              ("grad_norms.png", draw_norms, NORMS_TITLE)):
+        figure, axes = panel_figure(len(panels))
+        for axis, (setting, runs) in zip(axes, panels.items(), strict=True):
             draw(axis, runs, colours)
-            figure.suptitle(axis.get_title() + " (one line per seed)")
-            axis.set_title(title, fontsize=10)
-        handles = [plt.Line2D([], [], color=c, label=clip) for clip, c in colours.items()]
-        figure.legend(handles=handles, title="--clip", loc="outside right upper", fontsize=8)
+            panel_title(axis, setting)
+        legend_below(figure, line_handles(colours), title="--clip")
+        figure_title(figure, f"{title}, one line per seed")
         save_figure(figure, out / name, 100)
-        plt.close(figure)
         paths.append(out / name)
-    paths.append(plot_layer_maps(plt, out, panels))
+    paths.append(plot_layer_maps(out, panels))
     seq_lens = {s.seq_len for s in grouped}
     if len(seq_lens) > 1:
-        paths.append(plot_success(plt, out, grouped))
+        paths.append(plot_success(out, grouped))
     return paths
 
 
-def plot_layer_maps(plt: Any, out: Path, panels: dict[str, list[RunCurves]]) -> Path:
+def plot_layer_maps(out: Path, panels: dict[str, list[RunCurves]]) -> Path:
     """Per-layer heat maps of the first seed of each clip spec in the first panel."""
     title, runs = next(iter(panels.items()))
     firsts = list({run.label: run for run in reversed(runs)}.values())[::-1]
-    figure, axes = plt.subplots(len(firsts), 1, squeeze=False, constrained_layout=True,
-                                figsize=(9, 0.6 + (1.0 + 0.3 * max(
-                                    1, len(firsts[0].layer_norms))) * len(firsts)))
+    figure, axes = panel_figure(len(firsts), width=9, max_columns=1,
+                                height=1.2 + 0.3 * max(1, len(firsts[0].layer_norms)))
     values = [v for run in firsts for line in log_grid(run) for v in line if math.isfinite(v)]
     limits = (min(values), max(values)) if values else None
-    flat = [a for line in axes for a in line]
-    images = [draw_heat_map(axis, run, limits) for axis, run in zip(flat, firsts, strict=True)]
+    images = [draw_heat_map(axis, run, limits) for axis, run in zip(axes, firsts, strict=True)]
     shown = [image for image in images if image is not None]
     if shown:
-        figure.colorbar(shown[0], ax=flat, label="log10 gradient L2 norm (shared scale)")
-    figure.suptitle(f"per-layer gradient norm (first seed), {title}")
+        figure.colorbar(shown[0], ax=axes, label="log10 L2 norm")
+    figure_title(figure, f"per-layer gradient norm (first seed; one colour scale), {title}")
     save_figure(figure, out / "layer_norms.png", 100)
-    plt.close(figure)
     return out / "layer_norms.png"
 
 
-def plot_success(plt: Any, out: Path, grouped: dict[Any, list[dict[str, Any]]]) -> Path:
-    """Success rate and divergence rate against sequence length, per learning rate."""
+def plot_success(out: Path, grouped: dict[Any, list[dict[str, Any]]]) -> Path:
+    """Success rate against sequence length, one panel per learning rate.
+
+    Colour: the clip spec (as in every figure); line style: the model.
+    """
     lrs = sorted({s.lr for s in grouped})
-    figure, axes = panel_grid(plt, len(lrs), width=5.6, height=4.2)
+    figure, axes = panel_figure(len(lrs), width=5.6, height=4.2)
     styles = ["-", "--", ":", "-."]
     models = list(dict.fromkeys(s.model for s in grouped))
-    colours = clip_colours(plt, [s.clip for s in grouped])
+    colours = strategy_colours(s.clip for s in grouped)
     for axis, lr in zip(axes, lrs, strict=True):
         for model in models:
             for clip in colours:
@@ -351,53 +345,50 @@ def plot_success(plt: Any, out: Path, grouped: dict[Any, list[dict[str, Any]]]) 
                 rates = [100 * sum(bool(r["summary"].get("success")) for r in results)
                          / len(results) for _, results in points]
                 axis.plot([t for t, _ in points], rates, marker="o", color=colours[clip],
-                          linestyle=styles[models.index(model) % len(styles)],
-                          label=f"{model} {clip}")
-        axis.set(xscale="log", xlabel="sequence length T (log scale)", ylim=(-5, 105),
-                 ylabel="runs that learnt the task (%)", title=f"lr={lr:g}")
+                          linestyle=styles[models.index(model) % len(styles)])
+        axis.set(xscale="log", ylim=(-5, 105))
+        axis_labels(axis, "sequence length T (log scale)", "runs that learnt the task (%)")
+        panel_title(axis, f"lr={lr:g}")
         axis.minorticks_off()
         axis.set_xticks(sorted({s.seq_len for s in grouped}),
                         [str(t) for t in sorted({s.seq_len for s in grouped})])
-    axes[0].legend(fontsize=8, title="model, --clip")
-    figure.suptitle("success rate over seeds against sequence length")
+    legend_below(figure, line_handles(colours, marker="o") + [
+        pyplot().Line2D([], [], color="grey", linestyle=styles[i % len(styles)], label=model)
+        for i, model in enumerate(models)], title="colour: --clip; line: model")
+    figure_title(figure, "success rate over seeds against sequence length")
     save_figure(figure, out / "success.png", 100)
-    plt.close(figure)
     return out / "success.png"
 
 
 def plot_demo(results: list[dict[str, Any]], strategies: tuple[str, ...], title: str,
               path: Path) -> Path:
     """Two panels (loss, gradient norm before clipping), one colour per strategy, all seeds."""
-    plt = pyplot()
-    figure, (loss_axis, norm_axis) = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for colour, strategy in zip(colours, strategies, strict=False):
-        runs = [result for result in results if result["strategy"] == strategy]
-        for index, run in enumerate(runs):
-            label = strategy if index == 0 else None
+    figure, (loss_axis, norm_axis) = panel_figure(2, width=6.5, height=4.6)
+    colours = strategy_colours(strategies)
+    for strategy, colour in colours.items():
+        for run in (result for result in results if result["strategy"] == strategy):
             steps = range(1, len(run["loss"]) + 1)
             loss_axis.plot(steps, moving_average(run["loss"], SMOOTHING), color=colour,
-                           alpha=0.8, linewidth=1, label=label)
-            norm_axis.plot(steps, run["grad_norm"], color=colour, alpha=0.5, linewidth=0.6,
-                           label=label)
+                           alpha=0.8, linewidth=1)
+            norm_axis.plot(steps, run["grad_norm"], color=colour, alpha=0.5, linewidth=0.6)
             if not math.isfinite(run["loss"][-1]):
                 loss_axis.plot(len(run["loss"]), DEMO_LOSS_CEILING / 3, marker="x", color=colour,
                                markersize=10, markeredgewidth=2)
-    loss_axis.axhline(1 / 6, color="grey", linestyle=":", label="predict 1 always (MSE 1/6)")
-    loss_axis.axhline(0.01, color="black", linestyle="--", linewidth=0.8,
-                      label="success: MSE 0.01")
-    loss_axis.set(yscale="log", ylim=(1e-4, DEMO_LOSS_CEILING), xlabel="optimizer step",
-                  ylabel=f"training MSE, moving average over {SMOOTHING} steps (log scale)",
-                  title=f"training loss (x: loss became NaN, run stopped; axis cut at "
-                        f"{DEMO_LOSS_CEILING:g})")
-    norm_axis.set(yscale="log", xlabel="optimizer step",
-                  ylabel="global L2 gradient norm before clipping (log scale)",
-                  title="gradient norm")
-    loss_axis.legend(title="--clip", fontsize=8)
-    norm_axis.legend(title="--clip", fontsize=8)
-    figure.suptitle(title)
+    references = [
+        loss_axis.axhline(1 / 6, color="grey", linestyle=":", label="predict 1 always (MSE 1/6)"),
+        loss_axis.axhline(0.01, color="grey", linestyle="--", linewidth=0.8,
+                          label="success: MSE 0.01"),
+    ]
+    loss_axis.set(yscale="log", ylim=(1e-4, DEMO_LOSS_CEILING))
+    axis_labels(loss_axis, "optimizer step", f"training MSE, mean of {SMOOTHING} steps (log)")
+    panel_title(loss_axis, f"training loss (x: loss became NaN, run stopped; axis cut at "
+                           f"{DEMO_LOSS_CEILING:g})")
+    norm_axis.set(yscale="log")
+    axis_labels(norm_axis, "optimizer step", "global gradient L2 norm before clipping (log)")
+    panel_title(norm_axis, "gradient norm before clipping")
+    legend_below(figure, line_handles(colours) + references, title="--clip, one line per seed")
+    figure_title(figure, title)
     save_figure(figure, path, 110)
-    plt.close(figure)
     return path
 
 
@@ -421,11 +412,15 @@ def median_and_range(curves: Sequence[RunCurves]) -> tuple[list[int], list[float
 
 def plot_benchmark(out: Path, tasks: Sequence[Any]) -> list[Path]:
     """``losses.png`` (median and range over seeds), ``grad_norms.png`` (first seed, with
-    thresholds) and ``ranks.png`` (strategy x task) of a benchmark, in ``out``."""
-    plt = pyplot()
-    colours = clip_colours(plt, [row["strategy"] for task in tasks for row in task.rows])
+    thresholds) and ``ranks.png`` (strategy x task) of a benchmark, in ``out``.
+
+    A strategy's threshold may differ per task (``norm:0.83`` here, ``norm:2.1`` there), so
+    colours follow its family (``norm:X``): the same in every panel, one legend below.
+    """
+    colours = strategy_colours(strategy_family(row["strategy"])
+                               for task in tasks for row in task.rows)
     paths = []
-    figure, axes = panel_grid(plt, len(tasks))
+    figure, axes = panel_figure(len(tasks))
     for axis, task in zip(axes, tasks, strict=True):
         starts = []
         for row in task.rows:
@@ -435,34 +430,33 @@ def plot_benchmark(out: Path, tasks: Sequence[Any]) -> list[Path]:
                 continue
             starts += [run.loss[0] for run in curves if math.isfinite(run.loss[0])]
             steps, middle, low, high = median_and_range(curves)
-            colour = colours.get(row["strategy"])
-            axis.plot(steps, middle, color=colour, linewidth=1, label=row["strategy"])
+            colour = colours[strategy_family(row["strategy"])]
+            axis.plot(steps, middle, color=colour, linewidth=1)
             axis.fill_between(steps, low, high, color=colour, alpha=0.15)
-        axis.set(yscale="log", xlabel="optimizer step", title=task.setting.label,
-                 ylabel=f"training loss, mean of {SMOOTHING} steps (log)")
+        axis.set(yscale="log")
+        axis_labels(axis, "optimizer step", f"training loss, mean of {SMOOTHING} steps (log)")
         if starts:  # an exploding run would flatten the others: cut at 100x the start
             axis.set_ylim(top=100 * max(starts))
-        axis.title.set_fontsize(9)
-        axis.legend(fontsize=7)
-    figure.suptitle("training loss: median over seeds, band = range over seeds")
+        panel_title(axis, task.setting.label, fontsize=9)
+    legend_below(figure, line_handles(colours), title="strategy (X: the task's threshold)")
+    figure_title(figure, "training loss: median over seeds, band = range over seeds")
     save_figure(figure, out / "losses.png", 100)
-    plt.close(figure)
     paths.append(out / "losses.png")
-    figure, axes = panel_grid(plt, len(tasks))
+    figure, axes = panel_figure(len(tasks))
     for axis, task in zip(axes, tasks, strict=True):
-        runs = [read_curves(Path(row["run_dirs"][0]), row["strategy"]) for row in task.rows]
+        runs = [read_curves(Path(row["run_dirs"][0]), strategy_family(row["strategy"]))
+                for row in task.rows]
         draw_norms(axis, [run for run in runs if run.steps], colours)
-        axis.set_title(f"{task.setting.label} (seed 0)", fontsize=9)
-        axis.legend(fontsize=7)
-    figure.suptitle("gradient norm before clipping (dashed: each strategy's threshold)")
+        panel_title(axis, f"{task.setting.label} (seed 0)", fontsize=9)
+    legend_below(figure, line_handles(colours), title="strategy (X: the task's threshold)")
+    figure_title(figure, "gradient norm before clipping (dashed: each strategy's threshold)")
     save_figure(figure, out / "grad_norms.png", 100)
-    plt.close(figure)
     paths.append(out / "grad_norms.png")
-    paths.append(plot_ranks(plt, out, tasks))
+    paths.append(plot_ranks(out, tasks))
     return paths
 
 
-def plot_ranks(plt: Any, out: Path, tasks: Sequence[Any]) -> Path:
+def plot_ranks(out: Path, tasks: Sequence[Any]) -> Path:
     """A heat map of each strategy's rank on each task (1 = best; blank: not run)."""
     names = list(dict.fromkeys(strategy_family(row["strategy"]) for task in tasks
                                for row in task.rows))
@@ -470,8 +464,8 @@ def plot_ranks(plt: Any, out: Path, tasks: Sequence[Any]) -> Path:
     for column, task in enumerate(tasks):
         for row in task.rows:
             grid[names.index(strategy_family(row["strategy"]))][column] = row["rank"]
-    figure, axis = plt.subplots(figsize=(2.2 + 1.6 * len(tasks), 1.2 + 0.4 * len(names)),
-                                constrained_layout=True)
+    figure, (axis,) = panel_figure(1, width=3.2 + 1.6 * len(tasks),
+                                   height=1.6 + 0.4 * len(names))
     image = axis.imshow(grid, cmap="viridis_r", aspect="auto")
     for r, line in enumerate(grid):
         for c, value in enumerate(line):
@@ -480,9 +474,8 @@ def plot_ranks(plt: Any, out: Path, tasks: Sequence[Any]) -> Path:
     axis.set_xticks(range(len(tasks)), [task.setting.options.name for task in tasks])
     axis.set_yticks(range(len(names)), names)
     figure.colorbar(image, ax=axis, label="rank on the task (1 = best)")
-    axis.set_title("rank: fewest diverged runs, then best final metric")
+    panel_title(axis, "rank: fewest diverged runs, then best final metric")
     save_figure(figure, out / "ranks.png", 100)
-    plt.close(figure)
     return out / "ranks.png"
 
 
