@@ -7,7 +7,7 @@
 Each target runs the real ``gradclip`` command into ``runs/docs-figures/<target>`` and copies
 what the docs show into ``docs/`` (``--docs DIR`` elsewhere), with a ``provenance.json``
 beside it: the command, the versions of gradclip, torch and Python, the machine, the date and
-the wall time. The pages include the generated tables and explanations (the ``--8<--`` lines,
+the wall time, the CPU model and the torch threads each run used. The pages include the generated tables and explanations (the ``--8<--`` lines,
 pymdownx.snippets), and ``tests/contracts/test_docs_numbers.py`` checks that the prose around
 them quotes no run number of its own, so a rerun can never leave a page stale.
 
@@ -35,6 +35,28 @@ TARGETS = ("demo", "benchmark")
 TOXIC_COMMENTS = ROOT.parent / "shared" / "data" / "toxic_comments.csv"
 
 
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo``'s model name on Linux), as far as it is known."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_threads(out: Path) -> list[int]:
+    """The torch thread counts the runs under ``out`` trained with (their ``config.json``)."""
+    counts = set()
+    for config in out.rglob("config.json"):
+        try:
+            counts.add(int(json.loads(config.read_text())["train"]["threads"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(counts)
+
+
 def provenance(command: list[str], started: float, wall_seconds: float) -> dict[str, object]:
     """What produced a generated file: command, versions, machine, date, wall time."""
     return {
@@ -46,6 +68,7 @@ def provenance(command: list[str], started: float, wall_seconds: float) -> dict[
         "torch": metadata.version("torch"),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }
@@ -88,6 +111,7 @@ def demo(runs: Path, docs: Path, steps: int | None, seeds: int | None) -> None:
     command += ["--steps", str(steps)] if steps else []
     command += ["--seeds", str(seeds)] if seeds else []
     stdout, record = run_gradclip(command)
+    record["torch_threads_per_run"] = run_threads(out)
     generated = fresh(docs / "generated" / "demo")
     shutil.copy(out / "demo.png", docs / "demo.png")
     shutil.copy(out / "table.txt", generated / "table.txt")
@@ -95,19 +119,25 @@ def demo(runs: Path, docs: Path, steps: int | None, seeds: int | None) -> None:
     lesson = stdout[stdout.index("How to read this"):stdout.index("\nplot: ")].rstrip()
     (generated / "explanation.txt").write_text(lesson + "\n", encoding="utf-8")
     (generated / "timing.txt").write_text(
-        f"{record['wall_seconds']:.0f} s on {record['cpu_count']} cores (load average "
+        f"{record['wall_seconds']:.0f} s on {record['cpu_count']} cores of {record['cpu_model']}, "
+        f"torch threads per run {threads(record)} (load average "
         f"{record['load_average_at_start'][0]:.1f} at the start), {record['date'][:10]}\n",
         encoding="utf-8")
     write_json(generated / "provenance.json", record)
+
+
+def threads(record: dict[str, object]) -> str:
+    return "/".join(str(count) for count in record["torch_threads_per_run"]) or "unknown"
 
 
 def benchmark(runs: Path, docs: Path) -> None:
     """``gradclip benchmark --suite quick``: docs/benchmark/quick.md, its figures and results."""
     out = runs / "bench-quick"
     command = ["benchmark", "--suite", "quick", "--out", shown(out)]
-    if TOXIC_COMMENTS.is_file():
-        command[3:3] = ["--data", shown(TOXIC_COMMENTS.resolve())]
+    if TOXIC_COMMENTS.is_file():  # relative, so that the published command names no machine
+        command[3:3] = ["--data", os.path.relpath(TOXIC_COMMENTS, ROOT)]
     _, record = run_gradclip(command)
+    record["torch_threads_per_run"] = run_threads(out)
     published = docs / "benchmark"
     published.mkdir(parents=True, exist_ok=True)
     shutil.copy(out / "report.md", published / "quick.md")

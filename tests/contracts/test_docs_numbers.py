@@ -63,11 +63,12 @@ def test_the_demo_prose_quotes_no_number_of_its_own():
     assert quoted <= setting_numbers(), sorted(quoted - setting_numbers())
 
 
-def test_the_generated_demo_records_its_command_versions_and_date():
+def test_the_generated_demo_records_its_command_versions_machine_threads_and_date():
     record = json.loads((GENERATED / "provenance.json").read_text(encoding="utf-8"))
     assert set(record) >= PROVENANCE_KEYS
     assert record["command"].startswith("gradclip demo --out ")
     assert "--steps" not in record["command"] and "--seeds" not in record["command"]
+    assert record["cpu_model"] and record["torch_threads_per_run"] == [1]
 
 
 def test_the_generated_table_is_the_one_the_run_wrote():

@@ -193,7 +193,8 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
                             "the seed; text: multi-label classification of a CSV (needs --data); "
                             "lm: next-character language modelling on real text")
     group.add_argument("--data", type=Path, help="CSV in the Jigsaw toxic-comment format "
-                       "(comment_text + label columns), for --task text")
+                       "(comment_text + label columns): the data of --task text; --task lm "
+                       "models its comments unless --text-file is given")
     group.add_argument("--seq-len", type=positive_int, default=None,
                        help="sequence length T of the synthetic tasks (default: 10 for adding, "
                             "20 for temporal-order)")
