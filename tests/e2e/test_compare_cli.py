@@ -65,3 +65,22 @@ def test_compare_refuses_a_non_empty_output_folder(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
     assert main(["compare", *TINY, "--clips", "none", "--out", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_compare_report_names_only_the_settings_that_apply(compared):
+    _, out = compared
+    first = (out / "report.md").read_text().splitlines()[2]
+    assert "sequence lengths 5, 8" in first and "20 steps" in first and "None" not in first
+
+
+def test_the_report_of_a_text_grid_by_epochs_says_none_of_none():
+    from argparse import Namespace
+
+    from gradclip.app.commands.compare import grid_description
+
+    args = Namespace(task="text", models=["gru"], seq_lens=[None], lrs=[0.003],
+                     optimizer="adamw", momentum=0.9, batch_size=64, hidden_size=128,
+                     steps=None, epochs=6.0, seed=0, seeds=2)
+    text = grid_description(args)
+    assert "None" not in text and "sequence lengths" not in text and "momentum" not in text
+    assert "6 epochs" in text and "seeds 0..1" in text

@@ -66,3 +66,35 @@ def test_run_killed_with_sigkill_and_resumed_ends_bit_identical(tmp_path):
         assert torch.equal(tensor, resumed["model"][name]), name
     assert resumed["clipper"].keys() == expected["clipper"].keys()
     assert metrics_lines(interrupted) == metrics_lines(uninterrupted)
+
+
+def last_logged_step(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1])["step"] if lines and lines[-1].endswith("}") else 0
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_metrics_logged_past_the_checkpoint_are_on_file_and_dropped_on_resume(tmp_path):
+    """metrics.jsonl reaches the file every --log-every steps, ahead of the checkpoints; a
+    run killed between two checkpoints keeps those rows until its resume drops them."""
+    train = [*TRAIN[:TRAIN.index("--checkpoint-every")], "--checkpoint-every", "100",
+             "--log-every", "10", "--device", "cpu", "--seed", "7"]
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    reference = gradclip(*train, "--out", uninterrupted)
+    process = gradclip(*train, "--out", interrupted)
+    deadline = time.monotonic() + 120
+    while last_logged_step(interrupted) <= 100 and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpointed = torch.load(interrupted / CHECKPOINT, weights_only=False)["step"]
+    assert checkpointed == 100, "the run finished before it could be killed"
+    logged = [record["step"] for record in metrics_lines(interrupted)]
+    assert logged[:100] == list(range(1, 101)) and logged[-1] > 100  # orphans, on file
+    finish(gradclip("train", "--resume", interrupted))
+    finish(reference)
+    steps = [record["step"] for record in metrics_lines(interrupted)]
+    assert steps == list(range(1, 201))  # no duplicate, no orphan
+    assert metrics_lines(interrupted) == metrics_lines(uninterrupted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import subprocess
@@ -163,6 +164,72 @@ def test_predict_writes_one_probability_per_label(trained_run, tmp_path, capsys)
     assert rows[0] == ["id", "toxic", "insult"]
     assert [row[0] for row in rows[1:]] == ["a", "b", "c"]
     assert all(0.0 <= float(value) <= 1.0 for row in rows[1:] for value in row[1:])
+
+
+def table_rows(output):
+    """The rows of predict's stdout table: (text, probabilities)."""
+    header, *rows = output.strip().splitlines()
+    labels = header.split()[1:]
+    parsed = []
+    for line in rows:
+        text, *values = line.rsplit(None, len(labels))
+        parsed.append((text.strip(), [float(value) for value in values]))
+    return labels, parsed
+
+
+def test_predict_text_prints_one_row_per_comment_and_one_probability_per_label(
+        trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(trained_run), "--text", "grr page", "--text",
+                 "thanks for the\nedit"]) == 0
+    labels, rows = table_rows(capsys.readouterr().out)
+    assert labels == ["toxic", "insult"]
+    assert [text for text, _ in rows] == ["grr page", "thanks for the edit"]
+    assert all(len(values) == 2 and all(0.0 <= v <= 1.0 for v in values) for _, values in rows)
+    assert list(tmp_path.iterdir()) == []  # no predictions.csv without --out
+
+
+def stdin_of(monkeypatch, text):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+
+
+def test_predict_reads_comments_from_stdin_one_per_line_or_as_csv(trained_run, capsys,
+                                                                  monkeypatch):
+    stdin_of(monkeypatch, "grr page\n\nthanks please\n")
+    assert main(["predict", str(trained_run), "--data", "-"]) == 0
+    _, lines = table_rows(capsys.readouterr().out)
+    stdin_of(monkeypatch, 'id,comment_text\na,grr page\nb,"thanks please"\n')
+    assert main(["predict", str(trained_run), "--data", "-"]) == 0
+    _, csv_rows = table_rows(capsys.readouterr().out)
+    assert [text for text, _ in lines] == [text for text, _ in csv_rows] == [
+        "grr page", "thanks please"]
+    assert lines == csv_rows  # the same comments score the same, whichever way they came
+    assert main(["predict", str(trained_run), "--text", "grr page"]) == 0
+    assert table_rows(capsys.readouterr().out)[1] == lines[:1]
+
+
+def test_predict_from_stdin_with_out_writes_the_csv(trained_run, tmp_path, capsys, monkeypatch):
+    stdin_of(monkeypatch, "grr page\nthanks\n")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(trained_run), "--data", "-", "--out", str(out)]) == 0
+    rows = list(csv.reader(out.open(encoding="utf-8", newline="")))
+    assert rows[0] == ["row", "toxic", "insult"] and [row[0] for row in rows[1:]] == ["1", "2"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "one of the arguments --data --text is required"),
+    (["--text", "a", "--data", "x.csv"], "not allowed with argument"),
+])
+def test_predict_needs_exactly_one_source(trained_run, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(trained_run), *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_of_empty_stdin_is_one_line(trained_run, capsys, monkeypatch):
+    stdin_of(monkeypatch, "\n  \n")
+    assert main(["predict", str(trained_run), "--data", "-"]) == 2
+    assert capsys.readouterr().err.strip() == "gradclip: error: standard input has no data rows"
 
 
 def test_text_column_and_delimiter_are_read(tmp_path, capsys):

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     metric = task_class(args.task).metric_name
     print(f"{len(settings)} settings x {len(seeds)} seeds = {len(settings) * len(seeds)} runs "
-          f"of {args.steps} steps, {args.jobs} at a time; output in {args.out}", flush=True)
+          f"of {run_length(args)}, {args.jobs} at a time; output in {args.out}", flush=True)
     started = time.perf_counter()
     points = [(setting, point_run(args, setting, seed)) for setting in settings
               for seed in seeds]
@@ -140,6 +140,25 @@ def write_figures(args: argparse.Namespace, grouped: dict, labels: list[str]) ->
     return plot_compare(args.out, grouped, labels)
 
 
+def run_length(args: argparse.Namespace) -> str:
+    """``2000 steps``, or ``6 epochs`` for a task trained by epochs (text)."""
+    return f"{args.steps} steps" if args.steps is not None else f"{args.epochs:g} epochs"
+
+
+def grid_description(args: argparse.Namespace) -> str:
+    """The report's first sentence: the task, the grid and the fixed settings, each only
+    where it applies (no sequence length for the text task, whose comments set it)."""
+    parts = [f"Task {args.task}", f"models {', '.join(args.models)}"]
+    if any(length is not None for length in args.seq_lens):
+        parts.append(f"sequence lengths {', '.join(str(t) for t in args.seq_lens)}")
+    parts += [f"learning rates {', '.join(f'{lr:g}' for lr in args.lrs)}",
+              f"optimizer {args.optimizer}" + (f" (momentum {args.momentum})"
+                                               if args.optimizer == "sgd" else ""),
+              f"batch {args.batch_size}", f"hidden {args.hidden_size}", run_length(args),
+              f"seeds {args.seed}..{args.seed + args.seeds - 1}"]
+    return ", ".join(parts)
+
+
 def write_report(args: argparse.Namespace, table: str, figures: list[Path], elapsed: float,
                  metric: str) -> None:
     from gradclip.app.experiments import compare as comparison
@@ -148,12 +167,7 @@ def write_report(args: argparse.Namespace, table: str, figures: list[Path], elap
     lines = [
         f"# gradclip compare: {args.task}",
         "",
-        f"Task {args.task}, models {', '.join(args.models)}, sequence lengths "
-        f"{', '.join(str(t) for t in args.seq_lens)}, learning rates "
-        f"{', '.join(f'{lr:g}' for lr in args.lrs)}, optimizer {args.optimizer} "
-        f"(momentum {args.momentum}), batch {args.batch_size}, hidden {args.hidden_size}, "
-        f"{args.steps} steps, seeds {args.seed}..{args.seed + args.seeds - 1}. "
-        f"Wall time {elapsed:.0f} s with {args.jobs} parallel runs.",
+        f"{grid_description(args)}. Wall time {elapsed:.0f} s with {args.jobs} parallel runs.",
         "",
         f"Success: {criterion}. Diverged: the loss became NaN/Inf, or the final validation "
         f"loss exceeds {comparison.DIVERGENCE_FACTOR:g}x the first training loss. Clip rate: "

@@ -309,7 +309,9 @@ def add_seed_option(group: argparse._ArgumentGroup, help: str) -> None:
 
 def add_progress_option(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--progress", choices=tuple(PROGRESS), default="auto",
-                       help="progress bar: auto shows it when stdout is a terminal")
+                       help="progress: auto shows a bar when stdout is a terminal and "
+                            "a plain line every 30 s otherwise; always: the bar; never: "
+                            "nothing")
 
 
 # ---------------------------------------------------------------------- the request

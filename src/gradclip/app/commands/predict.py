@@ -1,64 +1,133 @@
 """``gradclip predict``: score unlabelled comments with a trained text model, one probability
-per label, written as CSV."""
+per label: a CSV file, or a table on stdout for comments given on the command line or stdin."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import UserError
+
+STDIN = Path("-")
+DEFAULT_OUT = Path("predictions.csv")  # for --data FILE without --out
+SHOWN_CHARS = 40  # the longest text shown in a table row
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="score unlabelled comments with a trained text model",
         formatter_class=HelpFormatter,
-        description=__doc__.split("\n")[0].replace("``", "") + " per label, written as CSV."
-        "\n\nexample:\n  gradclip predict runs/text-gru-norm_1.0-20260101-120000 "
-        "--data new.csv --out predictions.csv")
+        description="Score unlabelled comments with a trained text model, one probability per "
+        "label: a CSV file, or a table on stdout for comments given on the command line or stdin."
+        "\n\nexamples:\n  gradclip predict runs/text-gru-norm_1.0-20260101-120000 "
+        "--data new.csv --out predictions.csv\n"
+        "  gradclip predict RUN_DIR --text 'thanks for the fix' --text 'what a mess'\n"
+        "  cat comments.txt | gradclip predict RUN_DIR --data -")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                         help="run directory written by gradclip train --task text")
-    parser.add_argument("--data", type=Path, required=True,
-                        help="CSV with the run's text column (labels are not needed)")
-    parser.add_argument("--out", type=Path, default=Path("predictions.csv"),
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path,
+                        help="CSV with the run's text column (labels are not needed); - reads "
+                             "standard input: such a CSV, or else one comment per line")
+    source.add_argument("--text", action="append", metavar="COMMENT",
+                        help="a comment to score (repeat for several)")
+    parser.add_argument("--out", type=Path, default=None,
                         help="CSV to write: id (or row, counted from 1) and one probability "
-                             "column per label, in the input's order")
+                             "column per label, in the input's order (default: "
+                             f"{DEFAULT_OUT} for --data FILE; a table on stdout for --text "
+                             "and --data -)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import csv
-
     import torch
 
-    from gradclip.app.tasks.text.data import read_unlabelled
     from gradclip.app.training.scoring import open_scoring
 
-    if not args.data.is_file():
+    if args.data is not None and args.data != STDIN and not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
-    if args.out.exists() and args.out.is_dir():
-        raise UserError(f"--out {args.out} is a directory; give a file name")
+    out = args.out if args.out is not None or args.data in (None, STDIN) else DEFAULT_OUT
+    if out is not None and out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
     _, task, model, device = open_scoring(args.run_dir, args.device)
     if task.name != "text":
         raise UserError(f"{args.run_dir} is a run of --task {task.name}; predict is for "
                         "--task text runs")
-    settings = task.settings
-    ids, texts = read_unlabelled(args.data, settings.get("text_column") or "comment_text",
-                                 settings.get("delimiter") or ",")
+    ids, texts = read_comments(args, task.settings)
     if not texts:
-        raise UserError(f"{args.data} has no data rows")
+        raise UserError(f"{'standard input' if args.data == STDIN else args.data} has no "
+                        "data rows")
     with torch.no_grad():
         probabilities = torch.sigmoid(task.predict_logits(model, task.encode(texts), device))
+    if out is None:
+        print(probability_table(texts, task.label_names, probabilities.tolist()))
+        return 0
+    write_csv(out, ids, task.label_names, probabilities.tolist())
+    print(f"wrote {len(texts)} rows x {len(task.label_names)} labels to {out}")
+    return 0
+
+
+def read_comments(args: argparse.Namespace, settings: dict
+                  ) -> tuple[list[str] | None, list[str]]:
+    """The ids (or ``None``) and texts to score: ``--text``, ``--data -`` or ``--data FILE``."""
+    from gradclip.app.tasks.text.data import parse_unlabelled, read_unlabelled
+
+    column, delimiter = settings.get("text_column") or "comment_text", \
+        settings.get("delimiter") or ","
+    if args.text is not None:
+        return None, list(args.text)
+    if args.data != STDIN:
+        return read_unlabelled(args.data, column, delimiter)
+    text = read_stdin()
+    first_line = text.split("\n", 1)[0]
+    if column in (name.strip().strip('"') for name in first_line.split(delimiter)):
+        return parse_unlabelled(text, Path("<stdin>"), column, delimiter)
+    return None, [line for line in text.splitlines() if line.strip()]
+
+
+def read_stdin() -> str:
+    """Standard input as UTF-8 text (a byte-order mark is allowed)."""
     try:
-        with open(args.out, "w", newline="", encoding="utf-8") as file:
+        return sys.stdin.buffer.read().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(f"standard input is not UTF-8 text (offset {error.start})") from None
+
+
+def probability_table(texts: list[str], labels: tuple[str, ...] | list[str],
+                      probabilities: list[list[float]]) -> str:
+    """One row per text (shortened to ``SHOWN_CHARS``, on one line), one column per label."""
+    shown = [shorten(text) for text in texts]
+    width = max(len("text"), *(len(text) for text in shown))
+    columns = [max(len(label), 5) for label in labels]
+    lines = ["  ".join([f"{'text':<{width}}", *(f"{label:>{size}}"
+                                                for label, size in zip(labels, columns,
+                                                                       strict=True))])]
+    for text, row in zip(shown, probabilities, strict=True):
+        lines.append("  ".join([f"{text:<{width}}", *(f"{value:>{size}.3f}" for value, size
+                                                      in zip(row, columns, strict=True))]))
+    return "\n".join(lines)
+
+
+def shorten(text: str) -> str:
+    """``text`` on one line, cut to ``SHOWN_CHARS`` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= SHOWN_CHARS else line[:SHOWN_CHARS - 1] + "…"
+
+
+def write_csv(out: Path, ids: list[str] | None, labels: tuple[str, ...] | list[str],
+              probabilities: list[list[float]]) -> None:
+    """``id`` (or ``row``, from 1) and one probability column per label."""
+    import csv
+
+    try:
+        with open(out, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
-            writer.writerow(["id" if ids is not None else "row", *task.label_names])
-            for index, row in enumerate(probabilities.tolist()):
+            writer.writerow(["id" if ids is not None else "row", *labels])
+            for index, row in enumerate(probabilities):
                 key = ids[index] if ids is not None else index + 1
                 writer.writerow([key, *(f"{value:.6f}" for value in row)])
     except OSError as error:
-        raise UserError(f"cannot write --out {args.out}: {error.strerror}") from None
-    print(f"wrote {len(texts)} rows x {len(task.label_names)} labels to {args.out}")
-    return 0
+        raise UserError(f"cannot write --out {out}: {error.strerror}") from None

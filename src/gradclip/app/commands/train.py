@@ -119,6 +119,7 @@ def train(current: Run, parallel: Parallel, args: argparse.Namespace) -> dict:
         launched = "" if mode == "none" else f" ({mode}, {parallel.world_size} processes)"
         print(f"run directory: {current.run_dir}{launched}", flush=True)
     loggers = run_loggers(current.run_dir, progress=options.PROGRESS[args.progress],
-                          tensorboard=args.tensorboard) if writer else []
+                          tensorboard=args.tensorboard,
+                          log_every=current.config.train.log_every) if writer else []
     trainer = Trainer(current.run_dir, current.config, current.task, parallel)
     return trainer.train(current.checkpoint, loggers=loggers)

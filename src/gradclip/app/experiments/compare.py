@@ -24,7 +24,7 @@ from typing import Any
 
 from gradclip.app.errors import TrainingError, UserError
 from gradclip.app.experiments.diagnosis import diagnose_result
-from gradclip.app.training.loggers import MetricsLogger
+from gradclip.app.training.loggers import MetricsLogger, ProgressLines, StepLogger
 from gradclip.app.training.rundir import SUMMARY, read_metrics, remove_folder, write_json
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.trainer import Trainer
@@ -61,11 +61,12 @@ def grid(models: Sequence[str], seq_lens: Sequence[int | None], lrs: Sequence[fl
             for model in models for seq_len in seq_lens for lr in lrs for clip in clips]
 
 
-def train_one(new: NewRun) -> dict[str, Any]:
+def train_one(new: NewRun, progress: bool = False) -> dict[str, Any]:
     """Train one run (in a worker process); its summary and the monitor's last verdict.
 
     A ``GradientMonitor`` reads the raw gradients of every step (reporting every
-    ``--log-every`` steps) when ``log_every`` is set.
+    ``--log-every`` steps) when ``log_every`` is set. ``progress``: a plain line
+    (``ProgressLines``, labelled with the run folder) at least every 30 s while it trains.
     """
     started = time.perf_counter()
     with create_run(new) as current:
@@ -74,7 +75,8 @@ def train_one(new: NewRun) -> dict[str, Any]:
         every = current.config.train.log_every
         monitor = GradientMonitor(trainer.model, every=every) if every else None
         try:
-            summary = trainer.train(monitor=monitor, loggers=[MetricsLogger(run_dir)])
+            summary = trainer.train(monitor=monitor,
+                                    loggers=grid_loggers(run_dir, every, progress))
         except TrainingError as error:
             summary = trainer.summary(None) | {"status": f"stopped: {error}"}
     # the state at the last step, also when training stopped between reports (NaN)
@@ -84,6 +86,12 @@ def train_one(new: NewRun) -> dict[str, Any]:
         write_json(run_dir / "monitor.json", monitored)
     return {"run_dir": str(run_dir), "summary": summary, "monitor": monitored,
             "wall_seconds": time.perf_counter() - started}
+
+
+def grid_loggers(run_dir: Path, log_every: int, progress: bool) -> list[StepLogger]:
+    """A grid run's loggers: ``metrics.jsonl``, and progress lines named by the folder."""
+    loggers: list[StepLogger] = [MetricsLogger(run_dir, every=log_every)]
+    return loggers + [ProgressLines(run_dir.name)] if progress else loggers
 
 
 def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
@@ -98,7 +106,8 @@ def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
         reuse_finished: keep the result of a run folder that already finished (a rerun of
             a half-done grid trains only what is missing); otherwise an existing folder is
             a ``UserError``.
-        progress: print one line per finished run: runs done of all, its outcome, an ETA.
+        progress: print one line per finished run (runs done of all, its outcome, an ETA)
+            and, while runs train, a line per run at least every 30 s (step, loss, ETA).
     """
     results: list[dict[str, Any] | None] = [None] * len(points)
     todo = []
@@ -114,10 +123,11 @@ def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
     meter = ProgressLine(len(points), len(points) - len(todo), enabled=progress)
     if jobs <= 1:
         for index in todo:
-            results[index] = meter.done(train_one(points[index][1]))
+            results[index] = meter.done(train_one(points[index][1], progress))
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(train_one, points[index][1]): index for index in todo}
+            futures = {pool.submit(train_one, points[index][1], progress): index
+                       for index in todo}
             for future in as_completed(futures):
                 results[futures[future]] = meter.done(future.result())
     grouped: dict[Any, list[dict[str, Any]]] = {key: [] for key in keys}

@@ -32,7 +32,7 @@ from gradclip.app.experiments.demo_setting import (
     SEQ_LEN,
 )
 from gradclip.app.tasks.adding import SUCCESS_MSE, AddingTask
-from gradclip.app.training.loggers import MetricsLogger
+from gradclip.app.training.loggers import MetricsLogger, ProgressLines
 from gradclip.app.training.rundir import CONFIG, make_folder, read_metrics, write_json
 from gradclip.app.training.trainer import Trainer
 
@@ -94,7 +94,8 @@ def train_one(run: DemoRun) -> dict[str, Any]:
     make_folder(run.run_dir)
     write_json(run.run_dir / CONFIG, config.to_dict())
     trainer = Trainer(run.run_dir, config, task)
-    summary = trainer.train(loggers=[MetricsLogger(run.run_dir)])
+    label = run.run_dir.name
+    summary = trainer.train(loggers=[MetricsLogger(run.run_dir), ProgressLines(label)])
     records = read_metrics(run.run_dir)
     return {"strategy": run.strategy, "seed": run.seed, "summary": summary,
             "run_dir": str(run.run_dir), "wall_seconds": summary.get("seconds", math.nan),
@@ -108,7 +109,8 @@ def run_demo(out: Path, steps: int, seeds: int, strategies: tuple[str, ...], wor
              ) -> list[dict[str, Any]]:
     """Every (strategy, seed) run, ``workers`` processes at a time, in a stable order.
 
-    A line per finished run says how many are done and the time left (``ProgressLine``).
+    A line per finished run says how many are done and the time left (``ProgressLine``);
+    while runs train, each prints its step, loss and ETA at least every 30 s.
     """
     runs = [DemoRun(strategy, seed, steps, out / f"{safe_name(strategy)}-seed{seed}")
             for strategy in strategies for seed in range(seeds)]
@@ -140,7 +142,10 @@ def summary_rows(results: list[dict[str, Any]], strategies: tuple[str, ...]
         chosen = [result for result in results if result["strategy"] == strategy]
         runs = [result["summary"] for result in chosen]
         reached = [first_step_below(result["val_mse"], SUCCESS_MSE) for result in chosen]
-        mses = [run["eval"]["mse"] for run in runs]
+        # a diverged run has no MSE (its weights are NaN or its outputs overflow): JSON null,
+        # shown as NaN in the table, whether torch gave NaN or inf
+        mses = [mse if math.isfinite(mse) else None for mse in
+                (float(run["eval"]["mse"]) for run in runs)]
         nan_steps = [run["first_nonfinite_step"] for run in runs
                      if run["first_nonfinite_step"] is not None]
         rows.append({
@@ -161,8 +166,9 @@ def first_step_below(val_mse: list[tuple[int, float]], threshold: float) -> int 
     return next((step for step, mse in val_mse if mse < threshold), None)
 
 
-def format_mse(values: list[float]) -> str:
-    finite = [value for value in values if value == value and abs(value) != float("inf")]
+def format_mse(values: list[float | None]) -> str:
+    """``low .. high`` of the final MSEs; ``NaN`` (in k runs) for runs without one (``None``)."""
+    finite = [value for value in values if value is not None and math.isfinite(value)]
     if len(finite) < len(values):
         return "NaN" if not finite else f"NaN in {len(values) - len(finite)}"
     low, high = min(finite), max(finite)

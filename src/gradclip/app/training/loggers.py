@@ -1,9 +1,15 @@
-"""The loggers a run's steps go to: ``metrics.jsonl``, the progress bar and TensorBoard.
+"""The loggers a run's steps go to: ``metrics.jsonl``, the progress bar or lines, TensorBoard.
 
-Each is a :class:`StepLogger` that the :class:`~gradclip.app.training.trainer.Trainer`
-calls where the reader sees it: ``start`` before the first step (the checkpointed step on
-resume), ``log_step`` after every optimizer step with its metrics record, ``flush`` before
-every checkpoint, and ``close`` at the end. Only the writer rank gets loggers.
+Each is a `StepLogger` that the `Trainer` (`gradclip.app.training.trainer`) calls where the
+reader sees it: ``start`` before the first step (the checkpointed step on resume),
+``log_step`` after every optimizer step with its metrics record, ``flush`` before every
+checkpoint, and ``close`` at the end. Only the writer rank gets loggers.
+
+Progress: on a terminal a tqdm bar; anywhere else (a log file, ``nohup``, CI, a notebook) a
+plain line at least every ``PROGRESS_SECONDS`` seconds: step, total, loss and ETA.
+``metrics.jsonl`` reaches the file at least every ``--log-every`` steps and every
+``FLUSH_SECONDS`` seconds (and is ``fsync``-ed before every checkpoint), so ``tail -f`` shows
+a run as it goes.
 
 TensorBoard (``--tensorboard``, optional ``tensorboard`` package): each step adds the scalars
 ``train/loss``, ``grad/norm_before_clip``, ``grad/threshold``, ``grad/clipped`` and
@@ -18,6 +24,8 @@ import json
 import math
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,10 @@ from gradclip.app.errors import UserError
 from gradclip.app.training.rundir import METRICS, json_safe, os_error, truncate_after
 
 TENSORBOARD_DIR = "tensorboard"
+FLUSH_SECONDS = 30.0  # metrics.jsonl reaches the file at least this often
+PROGRESS_SECONDS = 30.0  # a plain progress line at least this often
+
+Clock = Callable[[], float]
 
 
 class StepLogger:
@@ -48,40 +60,71 @@ class StepLogger:
 class MetricsLogger(StepLogger):
     """Appends one JSON line per optimizer step to ``metrics.jsonl``.
 
-    On resume, records after the checkpointed step are dropped first, so that the log
-    matches the weights; unreadable lines or missing steps are reported in one line on stderr.
-    The log is flushed and ``fsync``-ed before every checkpoint.
+    Lines are kept in memory and written, whole, every ``every`` steps (``--log-every``; 0:
+    by time only) and at least every ``seconds`` seconds; a ``flush`` (before every
+    checkpoint) also ``fsync``-s them. Each write is one system call of whole lines, so a run
+    killed at any moment leaves no torn line. On resume, records after the checkpointed step
+    are dropped first, so that the log matches the weights; unreadable lines or missing steps
+    are reported in one line on stderr.
+
+    Args:
+        run_dir: the run folder.
+        every: write the pending lines at every step that is a multiple of ``every``.
+        seconds: write them when this long has passed since the last write.
+        clock: the time source (seconds; tests pass a fake one).
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *, every: int = 0, seconds: float = FLUSH_SECONDS,
+                 clock: Clock = time.monotonic):
         self.path = Path(run_dir) / METRICS
-        self.handle: Any = None
+        self.every, self.seconds, self.clock = every, seconds, clock
+        self.descriptor: int | None = None
+        self.pending: list[str] = []
+        self.written_at = 0.0
 
     def start(self, step: int, total: int) -> None:
         warning = truncate_after(self.path, step).warning(self.path, step)
         if warning:
             print(warning, file=sys.stderr)
         try:
-            self.handle = open(self.path, "a")  # noqa: SIM115 (kept open for the whole run)
+            self.descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                      | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as error:
             raise os_error(self.path, error) from None
+        self.written_at = self.clock()
 
     def log_step(self, record: dict[str, Any], model: nn.Module, health: Any = None) -> None:
+        self.pending.append(json.dumps(json_safe(record)) + "\n")
+        step = record.get("step")
+        if (self.every and isinstance(step, int) and step % self.every == 0) \
+                or self.clock() - self.written_at >= self.seconds:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Append the pending lines to the file in one write (the OS may still buffer it)."""
+        data = "".join(self.pending).encode()
+        self.pending.clear()
+        self.written_at = self.clock()
         try:
-            self.handle.write(json.dumps(json_safe(record)) + "\n")
+            while data:
+                data = data[os.write(self.descriptor, data):]
         except OSError as error:
             raise os_error(self.path, error) from None
 
     def flush(self) -> None:
+        self.write_pending()
         try:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
+            os.fsync(self.descriptor)
         except OSError as error:
             raise os_error(self.path, error) from None
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
+        if self.descriptor is not None:
+            try:
+                self.write_pending()
+            finally:
+                os.close(self.descriptor)
+                self.descriptor = None
 
 
 # The headline metric of each task's scores, in the order looked for.
@@ -123,6 +166,57 @@ class ProgressLogger(StepLogger):
             self.bar.close()
 
 
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: a time span as a reader says it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class ProgressLines(StepLogger):
+    """A plain line on stdout at least every ``seconds`` seconds while steps are made:
+    ``step 120/760, loss 0.2178, 2.4 steps/s, ETA 4 min 27 s``; for logs, CI and notebooks
+    (a run shorter than ``seconds`` prints none: its summary follows at once).
+
+    Args:
+        label: what the line starts with (a run folder among several), or ``""``.
+        seconds: the longest silence between two lines while steps are made.
+        clock: the time source (seconds; tests pass a fake one).
+    """
+
+    def __init__(self, label: str = "", *, seconds: float = PROGRESS_SECONDS,
+                 clock: Clock = time.monotonic):
+        self.prefix = f"{label}: " if label else ""
+        self.seconds, self.clock = seconds, clock
+        self.total = self.first_step = 0
+        self.started = self.printed_at = 0.0
+
+    def start(self, step: int, total: int) -> None:
+        self.total, self.first_step = total, step
+        self.started = self.printed_at = self.clock()
+
+    def log_step(self, record: dict[str, Any], model: nn.Module, health: Any = None) -> None:
+        now, step = self.clock(), record["step"]
+        if now - self.printed_at < self.seconds:
+            return
+        self.printed_at = now
+        print(self.prefix + self.line(step, record["loss"], now - self.started), flush=True)
+
+    def line(self, step: int, loss: float, elapsed: float) -> str:
+        """``step k/n, loss x, r steps/s, ETA t`` (the rate over this process's steps)."""
+        done = step - self.first_step
+        rate = done / elapsed if elapsed > 0 else math.inf
+        text = f"step {step}/{self.total}, loss {loss:.4g}"
+        if math.isfinite(rate) and rate > 0:
+            text += f", {rate:.3g} steps/s, ETA {duration((self.total - step) / rate)}"
+        return text
+
+
 class TensorBoardLogger(StepLogger):
     """Scalars every step; per-layer norms and histograms at the ``--log-every`` steps."""
 
@@ -160,11 +254,15 @@ class TensorBoardLogger(StepLogger):
         self.writer.close()
 
 
-def run_loggers(run_dir: Path, *, progress: bool | None, tensorboard: bool = False
-                ) -> list[StepLogger]:
-    """The writer's loggers: metrics always, the bar on a terminal (``progress=None``: auto)."""
-    loggers: list[StepLogger] = [MetricsLogger(run_dir)]
-    if sys.stdout.isatty() if progress is None else progress:
+def run_loggers(run_dir: Path, *, progress: bool | None, tensorboard: bool = False,
+                log_every: int = 0) -> list[StepLogger]:
+    """The writer's loggers: metrics always (written every ``log_every`` steps and every
+    ``FLUSH_SECONDS``), then the progress: ``progress=None`` (auto) is the bar on a terminal
+    and plain lines elsewhere, ``True`` the bar always, ``False`` nothing."""
+    loggers: list[StepLogger] = [MetricsLogger(run_dir, every=log_every)]
+    if progress is None:
+        loggers.append(ProgressLogger() if sys.stdout.isatty() else ProgressLines())
+    elif progress:
         loggers.append(ProgressLogger())
     if tensorboard:
         loggers.append(TensorBoardLogger(run_dir))

@@ -58,7 +58,7 @@ def read_comments(path: str | Path, labels: list[str] | tuple[str, ...] | None =
     the comment column, ``delimiter`` the field separator (one character).
     """
     path = Path(path)
-    rows = _reader(path, delimiter)
+    rows = _reader(read_utf8_text(path), delimiter)
     previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
     try:
         header = [name.strip() for name in _next_row(rows, path)]
@@ -103,19 +103,26 @@ def read_unlabelled(path: str | Path, text_column: str = TEXT_COLUMN, delimiter:
         UserError: the file cannot be read, is not CSV, or has no (or two) text columns.
     """
     path = Path(path)
-    rows = _reader(path, delimiter)
+    return parse_unlabelled(read_utf8_text(path), path, text_column, delimiter)
+
+
+def parse_unlabelled(text: str, source: Path, text_column: str = TEXT_COLUMN,
+                     delimiter: str = ",") -> tuple[list[str] | None, list[str]]:
+    """``read_unlabelled`` of CSV text already read (standard input); ``source`` names it in
+    errors."""
+    rows = _reader(text, delimiter)
     previous_limit = csv.field_size_limit(_FIELD_SIZE_LIMIT)
     try:
-        header = [name.strip() for name in _next_row(rows, path)]
+        header = [name.strip() for name in _next_row(rows, source)]
         if header.count(text_column) != 1:
             if text_column not in header:
-                _no_text_column(header, path, text_column)
-            raise UserError(f"{path} must have one '{text_column}' column, it has "
+                _no_text_column(header, source, text_column)
+            raise UserError(f"{source} must have one '{text_column}' column, it has "
                             f"{header.count(text_column)}")
         at = header.index(text_column)
         id_at = header.index("id") if header.count("id") == 1 else None
         ids, texts = [], []
-        for row in _data_rows(rows, path):
+        for row in _data_rows(rows, source):
             texts.append(row[at] if at < len(row) else "")
             if id_at is not None:
                 ids.append(row[id_at] if id_at < len(row) else "")
@@ -124,13 +131,12 @@ def read_unlabelled(path: str | Path, text_column: str = TEXT_COLUMN, delimiter:
     return (ids if id_at is not None else None), texts
 
 
-def _reader(path: Path, delimiter: str):
+def _reader(text: str, delimiter: str):
     if len(delimiter) != 1 or delimiter in "\"\r\n":
         raise UserError(f"--delimiter must be one character other than a quote or a newline, "
                         f"got {delimiter!r}")
     # strict: a quote that never closes is an error, not the rest of the file in one field
-    return csv.reader(io.StringIO(read_utf8_text(path), newline=""), strict=True,
-                      delimiter=delimiter)
+    return csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
 
 
 def _no_text_column(header: list[str], path: Path, text_column: str) -> None:
