@@ -4,7 +4,9 @@ The entry point lives outside the ``gradclip`` package because importing the pac
 torch, which takes seconds. Here the package's ``__init__`` (the library API, and torch with
 it) runs only once the arguments are known to be good, or when parsing first needs the library
 (a clipping spec to check): ``gradclip --help``, ``--version`` and argument errors answer at
-once, and a Ctrl-C while torch is still importing is one line too.
+once, and a Ctrl-C while torch is still importing is one line too. It also sets
+``OMP_WAIT_POLICY=PASSIVE`` (unless set) before torch loads, so that the application's own
+processes never spin on a busy machine (``gradclip.app.cpus``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def main() -> int:
     try:
         package = deferred_package("gradclip")
         from gradclip.app import cli
+        from gradclip.app.cpus import passive_openmp
+
+        passive_openmp()  # before torch loads its OpenMP runtime, which reads it once
 
         args = cli.parse()
         if not initialize_uninterrupted(package):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from gradclip.app.choices import SUITE_NAMES
 from gradclip.app.commands import options
+from gradclip.app.cpus import parallel_jobs, usable_cpus
 from gradclip.app.errors import UserError
 from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
 
@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: runs/benchmark-<suite>-<time>); an "
                              "existing one is resumed")
-    parser.add_argument("--jobs", type=options.positive_int, default=min(2, os.cpu_count() or 1),
-                        help="runs trained in parallel processes, one thread each")
+    parser.add_argument("--jobs", type=options.positive_int, default=min(2, usable_cpus()),
+                        help="runs trained in parallel processes, one thread each (at most "
+                             "the CPUs)")
     parser.add_argument("--seeds", type=options.positive_int, default=None,
                         help="seeds per run (default: the suite's)")
     parser.set_defaults(run=run)
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         suite = dataclasses.replace(suite, seeds=args.seeds)
     if args.data is not None and not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
+    args.jobs = parallel_jobs(args.jobs)  # one thread each: jobs x threads <= cores
     out = args.out or timestamped_dir(f"benchmark-{suite.name}")
     make_folder(out)
     started = time.perf_counter()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gradclip.app.commands import options
+from gradclip.app.cpus import parallel_jobs, threads_per_job, usable_cpus
 from gradclip.app.errors import UserError
 from gradclip.app.tasks import task_class
 from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
@@ -54,8 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        default=None, help="comma-separated learning rates (default: --lr)")
     group.add_argument("--models", type=options.comma_list(options.model_name, "models"), default=None,
                        help="comma-separated models, e.g. rnn,lstm (default: --model)")
-    group.add_argument("--jobs", type=options.positive_int, default=min(2, os.cpu_count() or 1),
-                       help="runs trained in parallel processes")
+    group.add_argument("--jobs", type=options.positive_int, default=min(2, usable_cpus()),
+                       help="runs trained in parallel processes (at most the CPUs; each gets "
+                            "--threads, cut so that jobs x threads <= CPUs)")
     group.add_argument("--out", type=Path, default=None,
                        help="output folder (default: runs/compare-<task>-<time>)")
     options.add_device_options(group, device="cpu")
@@ -86,6 +87,8 @@ def complete(args: argparse.Namespace) -> None:
     args.models = args.models or [args.model]
     args.lrs = args.lrs or [args.lr]
     args.seq_lens = args.seq_lens or [args.seq_len]
+    args.jobs = parallel_jobs(args.jobs)  # jobs x threads <= cores: no run waits for a core
+    args.threads = threads_per_job(args.threads, args.jobs)
     args.out = args.out or timestamped_dir(f"compare-{args.task}")
     if args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"--out {args.out} is not empty; choose a new folder")
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     metric = task_class(args.task).metric_name
     print(f"{len(settings)} settings x {len(seeds)} seeds = {len(settings) * len(seeds)} runs "
-          f"of {run_length(args)}, {args.jobs} at a time; output in {args.out}", flush=True)
+          f"of {run_length(args)}, {args.jobs} at a time with {args.threads} thread(s) each; "
+          f"output in {args.out}", flush=True)
     started = time.perf_counter()
     points = [(setting, point_run(args, setting, seed)) for setting in settings
               for seed in seeds]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from gradclip.app.commands import options
+from gradclip.app.cpus import parallel_jobs
 from gradclip.app.errors import UserError
 from gradclip.app.experiments.demo_setting import EVAL_EVERY, STRATEGIES, TITLE
 from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clips", type=options.label_list, default=",".join(STRATEGIES),
                         help="comma-separated clipping specs to compare")
     parser.add_argument("--workers", type=options.positive_int, default=2,
-                        help="runs trained in parallel, one CPU thread each")
+                        help="runs trained in parallel, one CPU thread each (at most the "
+                             "CPUs)")
     parser.add_argument("--quick", action="store_true",
                         help="a short check: 300 steps, 1 seed")
     parser.set_defaults(run=run)
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in strategies:
         clipper_from_spec(spec)
     steps, seeds = (300, 1) if args.quick else (args.steps, args.seeds)
+    args.workers = parallel_jobs(args.workers)  # one thread each: workers <= cores
     out = args.out or timestamped_dir("demo")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty; choose a new folder")

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from gradclip.app.config import RunConfig
+from gradclip.app.cpus import usable_cpus
 from gradclip.app.errors import Interrupted, TrainingError, UserError
 from gradclip.app.models import build_model
 from gradclip.app.tasks.base import Task
@@ -118,7 +119,7 @@ class Trainer:
         self.run_dir, self.config, self.task = Path(run_dir), config, task
         self.parallel = parallel = parallel or Parallel.single(config.train.device)
         train = config.train
-        torch.set_num_threads(train.threads)
+        torch.set_num_threads(min(train.threads, usable_cpus()))  # never more than the cores
         self.device = parallel.device
         check_amp(train.amp, self.device)
         parallel.check(train)
