@@ -15,6 +15,12 @@ code. It holds at least:
 - multi-process runs add ``rng_per_rank`` and ``distributed`` (``mode``, ``world_size``); FSDP
   runs add ``sharded``, the name of the ``sharded-<step>`` DCP folder beside it.
 
+Tensors whose rows are mostly zero (the text model's wide path and its AdamW moments) are
+stored as their non-zero rows (``gradclip.app.training.compact``) and read back bit for bit.
+The checkpoint of a finished run (completed or diverged) keeps the optimizer's settings but
+not its per-parameter state (``without_moments``): no step is left to resume, and the
+moments would be most of the file.
+
 Checkpoints written by gradclip 0.1.0 pickled NumPy's state as an array: reading them allows
 exactly NumPy's array reconstruction and its ``uint32`` dtype, nothing more.
 """
@@ -33,6 +39,7 @@ from typing import Any
 import torch
 
 from gradclip.app.errors import UserError
+from gradclip.app.training.compact import compact, expand
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -52,7 +59,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT
     temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            torch.save(state, handle)
+            torch.save(compact(state), handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -89,7 +96,18 @@ def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
                         "it cannot be resumed") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= state.keys():
         raise UserError(f"corrupt checkpoint {path}: not a gradclip checkpoint")
-    return state
+    try:
+        return expand(state)
+    except ValueError as error:
+        raise UserError(f"corrupt checkpoint {path}: {error}") from None
+
+
+def without_moments(optimizer_state: Any) -> Any:
+    """An optimizer ``state_dict`` without its per-parameter state (moments, step counts);
+    its ``param_groups`` (the settings) stay. Anything else is returned as it is."""
+    if isinstance(optimizer_state, dict) and "state" in optimizer_state:
+        return {**optimizer_state, "state": {}}
+    return optimizer_state
 
 
 def _numpy_state_of_0_1_0() -> contextlib.AbstractContextManager:

@@ -365,6 +365,8 @@ class Trainer:
             "counters": asdict(self.counters),
             **self.parallel.rng_state(),
         }
+        if self.counters.status != "running":  # finished: no step is left to resume
+            state["optimizer"] = checkpoints.without_moments(state["optimizer"])
         if self.parallel.is_writer:
             checkpoints.save_checkpoint(self.run_dir, state)
             if self.counters.status == "running":
