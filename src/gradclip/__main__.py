@@ -1,5 +1,9 @@
-"""``python -m gradclip``: the command line."""
+"""``python -m gradclip``: the command line, as fast as the console script.
 
-from gradclip.app.cli import main
+Python imports the package before this module; the package imports its names lazily, so
+torch is not imported before the arguments are parsed.
+"""
+
+from gradclip_cli import main
 
 raise SystemExit(main())

@@ -78,8 +78,9 @@ def device_has_foreach_support(device: torch.device) -> bool:
         ``True`` on CPU, CUDA and the other devices torch lists, outside TorchScript.
     """
     if TORCH_FOREACH_UTILS is not None:
-        return TORCH_FOREACH_UTILS._device_has_foreach_support(device)
-    return device.type in FOREACH_DEVICE_TYPES and not torch.jit.is_scripting()
+        return bool(TORCH_FOREACH_UTILS._device_has_foreach_support(device))
+    # torch.jit re-exports is_scripting without listing it in __all__ (torch's stubs' gap)
+    return device.type in FOREACH_DEVICE_TYPES and not torch.jit.is_scripting()  # type: ignore[attr-defined]
 
 
 def has_foreach_support(tensors: Sequence[Tensor], device: torch.device) -> bool:
@@ -93,7 +94,7 @@ def has_foreach_support(tensors: Sequence[Tensor], device: torch.device) -> bool
         ``True`` where ``foreach=None`` picks the foreach kernels.
     """
     if TORCH_FOREACH_UTILS is not None:
-        return TORCH_FOREACH_UTILS._has_foreach_support(list(tensors), device)
+        return bool(TORCH_FOREACH_UTILS._has_foreach_support(list(tensors), device))
     # Subclasses (Parameter, DTensor) take the per-tensor path, as in torch.
     return device_has_foreach_support(device) and all(
         t is None or type(t) is Tensor for t in tensors
@@ -130,7 +131,7 @@ def use_foreach(
 
 
 def _group_norms(
-    group: Sequence[Tensor],
+    group: list[Tensor],
     norm_type: float,
     device: torch.device,
     foreach: bool | None,
@@ -203,7 +204,8 @@ def total_norm_of_groups(
         norms.extend(_group_norms(group, norm_type, device, foreach, plain))
     if len(groups) > 1 or groups[0][0] != first_device:  # else no per-norm .to() call
         norms = [n.to(first_device) for n in norms]
-    return torch.linalg.vector_norm(torch.stack(norms), norm_type)
+    total_norm: Tensor = torch.linalg.vector_norm(torch.stack(norms), norm_type)
+    return total_norm
 
 
 def clip_coefficient(max_norm: float | Tensor, total_norm: Tensor) -> Tensor:
@@ -272,14 +274,14 @@ def scale_groups_(
                 tensor.mul_(factors if isinstance(factors, Tensor) else factors[k])
 
 
-def representable_bound(bound: float | Tensor, dtype: torch.dtype) -> float | Tensor:
+def representable_bound(bound: float, dtype: torch.dtype) -> float:
     """A clamp bound that ``dtype`` can hold: beyond its range, where it would round to.
 
     torch refuses a Python bound outside the tensor dtype's range (``clamp(x, max=1e39)`` on
     float32 raises an overflow error), although the answer is plain: every finite element
     lies inside, and an infinite one goes to the bound rounded to ``dtype`` (the largest
-    finite value just past the range, ``inf`` further out). Bounds inside the range, and
-    tensor bounds, are returned unchanged, so those results stay torch's bit for bit.
+    finite value just past the range, ``inf`` further out). Bounds inside the range are
+    returned unchanged, so those results stay torch's bit for bit.
 
     Args:
         bound: a clamp bound.
@@ -288,7 +290,7 @@ def representable_bound(bound: float | Tensor, dtype: torch.dtype) -> float | Te
     Returns:
         ``bound``, or its rounding to ``dtype`` where ``dtype`` cannot hold it.
     """
-    if isinstance(bound, Tensor) or not dtype.is_floating_point or math.isinf(bound):
+    if not dtype.is_floating_point or math.isinf(bound):
         return bound
     info = torch.finfo(dtype)
     if abs(bound) <= info.max:
@@ -306,8 +308,8 @@ ONE_PASS_NUMEL = 1 << 16
 
 def clamp_(
     tensors: Sequence[Tensor],
-    low: float | Tensor,
-    high: float | Tensor,
+    low: float,
+    high: float,
     foreach: bool | None,
     *,
     plain: bool = False,

@@ -46,9 +46,11 @@ def unitwise_norm(x: Tensor) -> Tensor:
     Returns:
         A 0-dim norm (one unit), or the ``(out, 1, ..., 1)`` norms of the rows.
     """
-    if x.squeeze().ndim <= 1:
-        return torch.linalg.vector_norm(x)
-    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
+    norms: Tensor = (
+        torch.linalg.vector_norm(x) if x.squeeze().ndim <= 1
+        else torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
+    )
+    return norms
 
 
 def unitwise_norm_of(tensor: Tensor, process_group: Any = None) -> Tensor:
@@ -190,7 +192,7 @@ def clip_units_with_norm_(
     if not named:  # a rank with nothing to clip still joins the others' norm
         total_norm = get_total_norm([], process_group=process_group)
         return total_norm, torch.zeros((), dtype=torch.bool, device=total_norm.device)
-    grads = [p.grad for _, p in named]
+    grads = [p.grad for _, p in named if p.grad is not None]
     norms = unit_norms_of(grads + [p for _, p in named], process_group)
     grad_norms, param_norms = norms[: len(grads)], norms[len(grads) :]
     if needs_reduction(grads, process_group):
@@ -199,7 +201,7 @@ def clip_units_with_norm_(
         device = grads[0].device
         total_norm = torch.stack([_squared_norm(n).to(device) for n in grad_norms]).sum().sqrt()
     if policy == "error":
-        raise_if_nonfinite([(name, p.grad) for name, p in named], total_norm)
+        raise_if_nonfinite([(name, p.grad) for name, p in named if p.grad is not None], total_norm)
     local_grads = [local_tensor(g) for g in grads]
     clipped = scale_units_(local_grads, zip(grad_norms, param_norms, strict=True), clipping, eps)
     if policy == "skip":
@@ -223,7 +225,7 @@ def clip_units_(
         0-dim bool, on the first gradient's device: some unit of this rank's pieces was scaled.
     """
     params = [p for _, p in named_params if p.grad is not None]
-    grads = [p.grad for p in params]
+    grads = [p.grad for p in params if p.grad is not None]
     if needs_reduction(grads, process_group):
         # Every unit norm first: one all-reduce per group of ranks for all of them.
         norms = sharded_unitwise_norms(grads + params, process_group)

@@ -52,25 +52,29 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from torch import Tensor
 
 from gradclip._kernels import per_tensor_norms
 
+if TYPE_CHECKING:  # imported at run time only once a DTensor exists (see _dtensor_type)
+    from torch.distributed.tensor import DTensor
+
 # Gradients narrower than this are normed in it: bf16 partial sums would lose the small parts.
 ACCUMULATION_DTYPE = torch.float32
 
 
-def _dtensor_type() -> type | None:
+def _dtensor_type() -> type[DTensor] | None:
     # No DTensor can exist before its module is imported: looking in sys.modules spares every
     # single-process call the ~1 s import of torch.distributed.tensor.
     module = sys.modules.get("torch.distributed.tensor")
-    return getattr(module, "DTensor", None)
+    dtensor: type[DTensor] | None = getattr(module, "DTensor", None)
+    return dtensor
 
 
-def is_dtensor(tensor: Tensor) -> bool:
+def is_dtensor(tensor: Tensor) -> TypeGuard[DTensor]:
     """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor``."""
     dtensor = _dtensor_type()
     return dtensor is not None and isinstance(tensor, dtensor)
@@ -328,7 +332,7 @@ def _layout(mesh: Any, placements: tuple[Any, ...], keep_rows: bool) -> _Layout:
     return _Layout(frame, frozenset(summed), frozenset(distinct), frozenset(copies), partial)
 
 
-def _without_partial(tensor: Tensor) -> Tensor:
+def _without_partial(tensor: DTensor) -> DTensor:
     # A Partial placement holds unreduced summands: reduce them before taking any norm.
     from torch.distributed.tensor import Replicate
 
@@ -537,7 +541,8 @@ def _is_narrow(dtype: torch.dtype) -> bool:
 def _narrow_norm(tensor: Tensor, norm_type: float) -> Tensor:
     if tensor.numel() == 0:  # torch cannot take the inf norm of an empty tensor
         return torch.zeros((), dtype=ACCUMULATION_DTYPE, device=tensor.device)
-    return torch.linalg.vector_norm(tensor, norm_type, dtype=ACCUMULATION_DTYPE)
+    norm: Tensor = torch.linalg.vector_norm(tensor, norm_type, dtype=ACCUMULATION_DTYPE)
+    return norm
 
 
 def _contribution(

@@ -199,7 +199,7 @@ def reiterable(parameters: ParamsLike) -> ParamsLike:
         return parameters
     items = list(parameters)
     if not items and isinstance(parameters, types.GeneratorType):
-        return (item for item in ())
+        return (item for item in items)
     return items
 
 
@@ -307,7 +307,7 @@ def grad_buffers(parameters: ParamsLike) -> list[Tensor] | None:
     return covering_buffers([g for g in grads if g is not None])
 
 
-def norm_operands(tensors: Sequence[Tensor]) -> list[Tensor] | None:
+def norm_operands(tensors: object) -> list[Tensor] | None:
     """The tensors whose per-tensor norms make up the total norm of ``tensors``, or ``None``.
 
     ``None`` (take the norms of ``tensors`` as they are) unless flat buffers are involved:

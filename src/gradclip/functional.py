@@ -39,6 +39,7 @@ from gradclip._kernels import (
 from gradclip.distributed import (
     distributed_per_tensor_norms,
     distributed_total_norm,
+    is_dtensor,
     local_tensor,
     local_tensors,
     needs_reduction,
@@ -260,7 +261,7 @@ def clip_grads_with_norm_(
         return
     if not isinstance(total_norm, Tensor):
         total_norm = torch.tensor(float(total_norm))
-    if needs_reduction([total_norm], None):  # torch's own DTensor norm, Partial placement
+    if is_dtensor(total_norm):  # torch's own DTensor norm, Partial placement
         total_norm = total_norm.full_tensor()
     scale_grads_(grads, clip_coefficient(max_norm, total_norm), foreach)
 
@@ -487,8 +488,8 @@ def nonempty(tensors: list[Tensor]) -> list[Tensor]:
 
 def clamp_grads_(
     grads: Sequence[Tensor],
-    low: float | Tensor,
-    high: float | Tensor,
+    low: float,
+    high: float,
     foreach: bool | None,
     *,
     one_pass: bool = False,

@@ -92,7 +92,9 @@ def step_with_grad_scale(
     found_inf = None if skip is None else skip.float()
     if amp_found_inf is not None:
         found_inf = amp_found_inf if found_inf is None else torch.maximum(amp_found_inf, found_inf)
-    optimizer.grad_scale, optimizer.found_inf = scale, found_inf
+    # the attributes torch's GradScaler sets on a fused optimizer (not declared by Optimizer)
+    setattr(optimizer, "grad_scale", scale)  # noqa: B010
+    setattr(optimizer, "found_inf", found_inf)  # noqa: B010
     try:
         optimizer.step()
     finally:

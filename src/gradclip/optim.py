@@ -11,6 +11,7 @@ from torch import Tensor
 from gradclip.fused import can_fuse, fused_clip_step
 from gradclip.stats import ClipStats
 from gradclip.strategies.base import Clipper
+from gradclip.strategies.norm import NormClip
 from gradclip.strategies.spec import from_spec
 
 
@@ -66,12 +67,13 @@ class ClippedOptimizer(torch.optim.Optimizer):
             raise AttributeError(name)
         return getattr(self.optimizer, name)
 
-    def __getstate__(self) -> dict[str, Any]:  # type: ignore[override]
+    def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)  # Optimizer's would keep only groups and state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
+    # Optimizer's attributes become read-only properties that forward to the wrapped optimizer.
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
         return self.optimizer.param_groups
@@ -123,7 +125,7 @@ class ClippedOptimizer(torch.optim.Optimizer):
             return
         self.optimizer.step()
 
-    def step(  # type: ignore[override]
+    def step(
         self, closure: Callable[[], Any] | None = None, *, loss: Tensor | None = None
     ) -> Any:
         """Run ``closure`` (if given, with grad enabled), clip, then step unless skipped.
@@ -142,7 +144,7 @@ class ClippedOptimizer(torch.optim.Optimizer):
                 result = closure()
         if loss is None and isinstance(result, Tensor):
             loss = result
-        if can_fuse(self.optimizer, self.clipper):
+        if isinstance(self.clipper, NormClip) and can_fuse(self.optimizer, self.clipper):
             # gradclip.fused: NormClip rides in a fused optimizer's grad_scale (one read pass),
             # "skip" in its found_inf; the skip is still counted (the same one sync).
             self.last_stats = fused_clip_step(self.optimizer, self.clipper)
@@ -157,14 +159,14 @@ class ClippedOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer.state_dict(),
             "clipper": self.clipper.state_dict(),
             "skipped_steps": self.skipped_steps,
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state_dict["optimizer"])
         self.clipper.load_state_dict(state_dict["clipper"])
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))

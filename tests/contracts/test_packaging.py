@@ -7,9 +7,12 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from gradclip._version import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +36,8 @@ def dist(tmp_path_factory):
 def test_build_makes_a_wheel_and_an_sdist_that_pass_twine_check(dist):
     pytest.importorskip("twine")
     files = sorted(dist.iterdir())
-    assert [f.name for f in files] == ["gradclip-0.1.0-py3-none-any.whl", "gradclip-0.1.0.tar.gz"]
+    assert [f.name for f in files] == [f"gradclip-{__version__}-py3-none-any.whl",
+                                       f"gradclip-{__version__}.tar.gz"]
     result = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, files)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -43,7 +47,7 @@ def test_the_installed_wheel_runs_the_gradclip_command(dist, tmp_path):
     # --no-deps --target: the wheel's own files, with torch and the rest from this environment
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    "--target", str(target), str(dist / "gradclip-0.1.0-py3-none-any.whl")],
+                    "--target", str(target), str(dist / f"gradclip-{__version__}-py3-none-any.whl")],
                    check=True, capture_output=True, text=True)
     assert (target / "bin" / "gradclip").exists()
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -52,4 +56,22 @@ def test_the_installed_wheel_runs_the_gradclip_command(dist, tmp_path):
          "--version"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     location, version = result.stdout.splitlines()
-    assert location.startswith(str(target)) and version.startswith("gradclip 0.1.0 (torch ")
+    assert location.startswith(str(target)) and version.startswith(f"gradclip {__version__} (torch ")
+
+
+def test_the_wheel_ships_the_py_typed_marker(dist):
+    # PEP 561: without it, users' type checkers ignore every annotation of the package
+    with zipfile.ZipFile(dist / f"gradclip-{__version__}-py3-none-any.whl") as wheel:
+        names = wheel.namelist()
+        assert "gradclip/py.typed" in names and "gradclip/_version.py" in names
+        metadata = wheel.read(f"gradclip-{__version__}.dist-info/METADATA").decode()
+    assert f"\nVersion: {__version__}\n" in metadata
+
+
+def test_the_version_is_written_in_one_place():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert not re.search(r"^version = ", pyproject, re.M)
+    assert 'version = { attr = "gradclip._version.__version__" }' in pyproject
+    written = [path.relative_to(ROOT).as_posix() for path in (ROOT / "src").rglob("*.py")
+               if re.search(r"^__version__ = ", path.read_text(encoding="utf-8"), re.M)]
+    assert written == ["src/gradclip/_version.py"]

@@ -140,8 +140,10 @@ def test_make_demo_command_path_runs_the_installed_entry_point(tmp_path):
 
 
 def test_version_names_gradclip_and_torch(capsys):
+    from gradclip import __version__
+
     code, stdout, _ = run_cli(["--version"], capsys)
-    assert code == 0 and stdout.startswith("gradclip 0.1.0 (torch ")
+    assert code == 0 and stdout.startswith(f"gradclip {__version__} (torch ")
 
 
 def test_compare_with_the_singular_clip_flag_suggests_clips(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """`gradclip --help`, `--version` and argument errors answer before torch is imported.
 
 Importing torch takes seconds (2.5 s warm, 18 s cold on the development machine); the console
-script parses first, and a command module imports torch only where it runs.
+script parses first, and a command module imports torch only where it runs. `python -m
+gradclip` imports the package first: its names load lazily, so the same holds there.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 
 import pytest
 
+from gradclip import __version__
 from gradclip.app.commands import COMMANDS
 
 # Run the console script's main() and report, at exit, which heavy modules were imported.
@@ -26,9 +28,20 @@ raise SystemExit(gradclip_cli.main())
 """
 
 
+# The same probe around `python -m gradclip` (runpy is what -m runs).
+MODULE_PROBE = PROBE.replace("""import gradclip_cli
+raise SystemExit(gradclip_cli.main())""", """import runpy
+runpy.run_module("gradclip", run_name="__main__", alter_sys=True)""")
+
+
 def console_script(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
                           timeout=120)
+
+
+def python_m_gradclip(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", MODULE_PROBE, *argv], capture_output=True,
+                          text=True, timeout=120)
 
 
 def imported(result: subprocess.CompletedProcess) -> str:
@@ -44,7 +57,7 @@ def test_help_lists_every_command_without_importing_torch():
 
 def test_version_names_gradclip_and_torch_without_importing_torch():
     result = console_script("--version")
-    assert result.returncode == 0 and result.stdout.startswith("gradclip 0.1.0 (torch ")
+    assert result.returncode == 0 and result.stdout.startswith(f"gradclip {__version__} (torch ")
     assert imported(result) == "imported: []"
 
 
@@ -89,3 +102,26 @@ def test_an_ignored_task_flag_names_the_tasks_that_read_it():
     result = console_script("train", "--task", "adding", "--data", "comments.csv")
     assert result.stderr.splitlines()[0] == (
         "gradclip: error: --task adding ignores --data (only text, lm use it); remove it")
+
+
+def test_python_m_gradclip_help_does_not_import_torch():
+    result = python_m_gradclip("--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: gradclip ")
+    assert all(f"    {name}" in result.stdout for name in COMMANDS)
+    assert imported(result) == "imported: []"
+
+
+@pytest.mark.parametrize("argv", [["train", "--no-such-flag"], ["train", "--steps", "0"]],
+                         ids=" ".join)
+def test_python_m_gradclip_argument_error_is_exit_2_without_importing_torch(argv):
+    result = python_m_gradclip(*argv)
+    assert result.returncode == 2
+    assert re.match(r"gradclip( \w+)?: error: ", result.stderr)
+    assert imported(result) == "imported: []"
+
+
+def test_python_m_gradclip_really_runs_as_a_module():
+    # the probe's runpy call is what `python -m` does: check the real command agrees
+    result = subprocess.run([sys.executable, "-m", "gradclip", "--version"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith(f"gradclip {__version__} (torch ")

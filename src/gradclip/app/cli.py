@@ -7,7 +7,7 @@ The parser is built without importing torch: only the module of the command bein
 imported (the others appear in ``--help`` from the summaries in ``COMMANDS``), and command
 modules import torch inside their run functions. So ``gradclip --help``, ``--version`` and
 argument errors answer at once; torch is imported after the arguments are known to be good
-(the console script, ``gradclip_cli``, also defers the library's own ``import gradclip``).
+(``import gradclip`` loads the library's names on first use).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import NoReturn
 
+from gradclip._version import __version__
 from gradclip.app.commands import COMMANDS
 from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import Interrupted, TrainingError, UserError
@@ -35,14 +36,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def version() -> str:
-    """``gradclip X (torch Y)`` from the installed distributions' metadata (no torch import)."""
-    def installed(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return f"gradclip {installed('gradclip')} (torch {installed('torch')})"
+    """``gradclip X (torch Y)``: gradclip's from ``gradclip._version``, torch's from its
+    installed distribution's metadata (no torch import)."""
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"gradclip {__version__} (torch {torch_version})"
 
 
 def chosen_command(argv: Sequence[str]) -> str | None:

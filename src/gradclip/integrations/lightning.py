@@ -225,7 +225,8 @@ def _callback_class() -> type:
     if _CALLBACK_CLASS is None:
         pl = _lightning()
 
-        class GradClipCallback(pl.Callback):
+        # The base is whichever Lightning is installed, found at run time: no static type.
+        class GradClipCallback(pl.Callback):  # type: ignore[name-defined,misc]
             """A Lightning ``Callback`` running ``clipper`` in ``on_before_optimizer_step``.
 
             Its ``state_dict`` carries the clipper's, so Lightning checkpoints resume it.

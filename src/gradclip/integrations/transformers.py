@@ -307,7 +307,7 @@ class _GradClipCallback:
         self.skipped_steps += int(skipped)
         self.window.add(self.last_stats)
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict, **kwargs: Any) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any], **kwargs: Any) -> None:
         """Add the window's ``grad/*`` statistics to the log entry and to ``log_history``."""
         if not self.log or self.window.steps == 0:
             return

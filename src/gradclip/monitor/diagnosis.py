@@ -110,14 +110,16 @@ def diagnose_run(history: RunHistory, setting: RunSetting | None = None,
     setting, rules = setting or RunSetting(), rules or RunRules()
     if not history.losses:
         raise ValueError("a run diagnosis needs at least one recorded loss")
-    found = [loss_verdict(history, setting, rules), zeroed_verdict(history, setting, rules)]
-    if found[1] is None:
+    loss = loss_verdict(history, setting, rules)
+    zeroed = zeroed_verdict(history, setting, rules)
+    found = [loss, zeroed]
+    if zeroed is None:
         found.append(vanishing_verdict(history, setting, rules))
     found.append(norm_verdict(history, setting, rules))
-    if found[0] is None or found[0].kind not in ("diverged", "unstable"):
+    if loss is None or loss.kind not in ("diverged", "unstable"):
         found.append(tight_verdict(history, setting, rules))
-    found = sorted((v for v in found if v is not None), key=lambda v: RUN_KINDS.index(v.kind))
-    return found or [healthy_verdict(history, rules)]
+    kept = sorted((v for v in found if v is not None), key=lambda v: RUN_KINDS.index(v.kind))
+    return kept or [healthy_verdict(history, rules)]
 
 
 def loss_verdict(history: RunHistory, setting: RunSetting, rules: RunRules) -> Verdict | None:
@@ -214,7 +216,7 @@ def vanishing_verdict(history: RunHistory, setting: RunSetting, rules: RunRules
     ratios = {name: p[0] / p[-1] for name, p in history.time_profiles.items()
               if len(p) > 1 and p[-1] > 0 and math.isfinite(p[-1]) and math.isfinite(p[0])}
     if ratios:
-        name = min(ratios, key=ratios.get)
+        name = min(ratios, key=ratios.__getitem__)
         if ratios[name] < rules.vanishing_ratio:
             profile = history.time_profiles[name]
             reach = signal_reach(profile, rules.vanishing_ratio)

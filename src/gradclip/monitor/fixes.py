@@ -56,7 +56,7 @@ class RunSetting:
     @property
     def clip_family(self) -> str | None:
         """The strategy name of the clip spec (the last member of a ``+`` chain)."""
-        if not self.clipping:
+        if self.clip is None or not self.clipping:
             return None
         return self.clip.split("+")[-1].split(":")[0]
 

@@ -38,7 +38,7 @@ snapshot. Both default to ``every``, but at least 10 steps apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -165,7 +165,7 @@ class GradientMonitor:
         # the first report has its profiles too, then every profile_every steps
         self.profiles.recording = self._reports_at(1)
 
-    def _arrived(self, index: int):
+    def _arrived(self, index: int) -> Callable[[Tensor], None]:
         def hook(_parameter: Tensor) -> None:
             self._arrival.setdefault(index, None)
         return hook

@@ -171,7 +171,7 @@ def recommend_thresholds(norms: Sequence[float] | Tensor,
         value_threshold = min(raw_value, norm_threshold / element_count ** 0.5)
     value_rule = ""
     if raw_value is not None:
-        value_rule = (f"p{value_q:g} of |g|" if raw_value <= value_threshold else
+        value_rule = (f"p{value_q:g} of |g|" if value_threshold == raw_value else
                       f"norm/sqrt(n) cap, n = {element_count} (p{value_q:g} of |g| is "
                       f"{spec_number(raw_value)})")
     regime = "diverged" if kept < observed.numel() else "stable"

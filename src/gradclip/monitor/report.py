@@ -80,13 +80,17 @@ class GradientReport:
         values = self._values.get(name)
         return values[0] if values else None
 
+    def _always(self, name: str) -> float:
+        # the monitor puts these in every report (GradientMonitor.step)
+        return self._values[name][0]
+
     @property
     def global_norm(self) -> float:
-        return self._scalar("global_norm")
+        return self._always("global_norm")
 
     @property
     def measured_norm(self) -> float:
-        return self._scalar("measured_norm")
+        return self._always("measured_norm")
 
     @property
     def threshold(self) -> float | None:
@@ -120,7 +124,7 @@ class GradientReport:
         """Share of steps (with ``ClipStats`` passed) on which the clipper changed a gradient."""
         if not self.stats_steps:
             return None
-        return self._scalar("clipped_steps") / self.stats_steps
+        return self._always("clipped_steps") / self.stats_steps
 
     @property
     def skipped_steps(self) -> int:
@@ -128,11 +132,11 @@ class GradientReport:
 
     @property
     def nonfinite_steps(self) -> int:
-        return int(self._scalar("nonfinite_steps"))
+        return int(self._always("nonfinite_steps"))
 
     @property
     def first_nonfinite(self) -> NonFiniteEvent | None:
-        step = int(self._scalar("first_nonfinite_step"))
+        step = int(self._always("first_nonfinite_step"))
         if step < 0:
             return None
         mask = self._values["first_nonfinite_mask"]
@@ -154,7 +158,7 @@ class GradientReport:
         """Every verdict that applies, most severe first (``[healthy]`` when none does)."""
         found = []
         event = self.first_nonfinite
-        found.append(nonfinite_verdict(self.nonfinite_steps, event and event.step,
+        found.append(nonfinite_verdict(self.nonfinite_steps, event.step if event else None,
                                        event.parameters if event else ()))
         history, recent = self.norm_history, self.recent_steps
         found.append(spike_verdict(history[-recent:], history[:-recent], self.rules,

@@ -39,7 +39,8 @@ def parameter_grad_norms(parameters: Sequence[Tensor], device: torch.device) -> 
 
 def combined_norm(norms: Tensor) -> Tensor:
     """The L2 norm of all tensors viewed as one vector, from their norms: ``||(n_1..n_k)||_2``."""
-    return torch.linalg.vector_norm(norms)
+    total: Tensor = torch.linalg.vector_norm(norms)
+    return total
 
 
 def module_norms(parameter_norms: Tensor, module_index: Tensor, module_count: int) -> Tensor:

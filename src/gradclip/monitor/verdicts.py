@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +144,7 @@ def _exploding_fix(clip_fraction: float | None) -> str:
     return FIX_EXPLODING
 
 
-def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules,
+def time_verdicts(profiles: Mapping[str, Sequence[float]], rules: VerdictRules,
                   cells: dict[str, str] | None = None, layers: int | None = None
                   ) -> list[Verdict]:
     """Vanishing/exploding through time from the per-step gradient norms of recurrent layers.
@@ -153,13 +153,13 @@ def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules,
     that the fix fits it (no gated cell is suggested to a gated cell); ``layers``, the
     number of stacked recurrent layers (no advice about stacking for one).
     """
-    verdicts = []
+    verdicts: list[Verdict] = []
     cells = cells or {}
     ratios = {name: profile[0] / profile[-1] for name, profile in profiles.items()
               if len(profile) > 1 and profile[-1] > 0 and math.isfinite(profile[-1])}
     if not ratios:
         return verdicts
-    weakest = min(ratios, key=ratios.get)
+    weakest = min(ratios, key=ratios.__getitem__)
     if ratios[weakest] < rules.vanishing_ratio:
         profile = profiles[weakest]
         reach = signal_reach(profile, rules.vanishing_ratio)
@@ -176,7 +176,7 @@ def time_verdicts(profiles: dict[str, Sequence[float]], rules: VerdictRules,
     return verdicts
 
 
-def growth_in_time(profiles: dict[str, Sequence[float]], rules: VerdictRules) -> list[Verdict]:
+def growth_in_time(profiles: Mapping[str, Sequence[float]], rules: VerdictRules) -> list[Verdict]:
     """Exploding through time: step 1 receives ``1 / vanishing_ratio`` x the profile's median.
 
     The median, not the last step, is the reference: under pooling over time (the text
@@ -188,7 +188,7 @@ def growth_in_time(profiles: dict[str, Sequence[float]], rules: VerdictRules) ->
               and math.isfinite(profile[0])}
     if not ratios:
         return []
-    strongest = max(ratios, key=ratios.get)
+    strongest = max(ratios, key=ratios.__getitem__)
     if not ratios[strongest] > 1 / rules.vanishing_ratio:
         return []
     profile = profiles[strongest]

@@ -98,11 +98,11 @@ class AdaGC(Clipper):
     def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=tuple(self.hyperparameters()))
         named = all_named_params(groups)
-        present = [index for index, (_, p) in enumerate(named) if p.grad is not None]
-        if not present:
+        named_grads = [(name, p.grad) for name, p in named if p.grad is not None]
+        if not named_grads:
             zero = torch.zeros(())
             return ClipStats(zero, None, false_like(zero), false_like(zero))
-        named_grads = [(named[i][0], named[i][1].grad) for i in present]
+        present = [index for index, (_, p) in enumerate(named) if p.grad is not None]
         grads = [g for _, g in named_grads]
         norms = per_tensor_grad_norms(grads, 2.0, None, self.process_group)
         self._prepare_state(len(named), norms)

@@ -99,26 +99,30 @@ class AutoClip(Clipper):
     def clip_(self, parameters: ParamsLike, loss: Tensor | None = None) -> ClipStats:
         groups = param_groups(parameters, {}, fixed=("quantile", "history_length"))
         named = all_named_params(groups)
-        self._prepare_history(grad_device(named))
+        history, recorded = self._prepare_history(grad_device(named))
         threshold = self.threshold()
         total_norm = pre_clip_norm(named, self.nonfinite, process_group=self.process_group)
         coefficient = clip_coefficient(threshold, total_norm)
         grads = all_grads(groups)
         scale_grads_(local_tensors(grads), coefficient, foreach=None)
         skipped = zero_if_skipped_(grads, self.nonfinite, total_norm)
-        self._record(total_norm)
+        self._record(total_norm, history, recorded)
         return ClipStats(total_norm, threshold.to(total_norm.device), coefficient < 1, skipped)
 
     def threshold(self) -> Tensor:
         """The limit for the next step: the quantile of the history, ``inf`` while it is empty."""
-        if self.history is None:
+        if self.history is None or self.recorded is None:
             return torch.tensor(math.inf)
         quantile = torch.nanquantile(self.history, self.quantile)
         return torch.where(self.recorded > 0, quantile, torch.full_like(quantile, math.inf))
 
-    def _prepare_history(self, device: torch.device) -> None:
-        """Allocate the history on ``device`` (or move it there); double it when it may be full."""
-        if self.history is None:
+    def _prepare_history(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Allocate the history on ``device`` (or move it there); double it when it may be full.
+
+        Returns:
+            The history and the count of norms recorded in it.
+        """
+        if self.history is None or self.recorded is None:
             capacity = self.history_length or INITIAL_CAPACITY
             self.history = torch.full((capacity,), math.nan, dtype=torch.float32, device=device)
             self.recorded = torch.zeros((), dtype=torch.int64, device=device)
@@ -128,19 +132,20 @@ class AutoClip(Clipper):
             grown = torch.full_like(self.history, math.nan).repeat(2)
             grown[: self.history.numel()] = self.history
             self.history = grown
+        return self.history, self.recorded
 
-    def _record(self, total_norm: Tensor) -> None:
+    def _record(self, total_norm: Tensor, history: Tensor, recorded: Tensor) -> None:
         """Write the norm into the next slot; a non-finite norm leaves history and count as they were."""
-        slot = (self.recorded % self.history.numel()).view(1)
-        norm = total_norm.to(self.history)
+        slot = (recorded % history.numel()).view(1)
+        norm = total_norm.to(history)
         finite = torch.isfinite(norm)
-        value = torch.where(finite, norm, self.history.index_select(0, slot).squeeze(0))
-        self.history.index_copy_(0, slot, value.view(1))
-        self.recorded += finite.to(self.recorded.dtype)
+        value = torch.where(finite, norm, history.index_select(0, slot).squeeze(0))
+        history.index_copy_(0, slot, value.view(1))
+        recorded += finite.to(recorded.dtype)  # in place: self.recorded is this tensor
         self.calls += 1
 
     def state_dict(self) -> dict[str, Any]:
-        if self.history is None:
+        if self.history is None or self.recorded is None:
             return {KIND: self.kind, "calls": self.calls}
         return {KIND: self.kind, "history": self.history.clone(),
                 "recorded": self.recorded.clone(), "calls": self.calls}

@@ -118,7 +118,9 @@ class Clipper(ABC):
             The new clipper.
         """
         hyperparameters = {**self.hyperparameters(), "nonfinite": nonfinite}
-        return type(self)(**hyperparameters, process_group=self.process_group)
+        # every strategy's constructor takes its hyper-parameters and process_group=
+        rebuild: Callable[..., Clipper] = type(self)
+        return rebuild(**hyperparameters, process_group=self.process_group)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor keywords that rebuild this clipper (its spec string, its ``repr``)."""

@@ -48,6 +48,7 @@ class Chain(Clipper):
             members.extend(clipper.clippers if isinstance(clipper, Chain) else [clipper])
         self.clippers: tuple[Clipper, ...] = tuple(members)
 
+    # Clipper's plain attribute becomes a read-only property: the members hold the policies.
     @property
     def nonfinite(self) -> str:  # type: ignore[override]
         """The strongest of the members' policies: ``skip``, then ``error``, then ``propagate``."""
@@ -55,7 +56,7 @@ class Chain(Clipper):
         return next(policy for policy in ("skip", "error", "propagate") if policy in policies)
 
     @property
-    def process_group(self) -> Any:  # type: ignore[override]
+    def process_group(self) -> Any:
         """The members' ``process_group``; setting it sets every member's."""
         return self.clippers[0].process_group
 

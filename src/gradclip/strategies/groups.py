@@ -20,7 +20,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -63,7 +63,8 @@ def param_groups(
     elif not isinstance(parameters, Tensor) and isinstance(parameters, Iterable):
         parameters = list(parameters)
     if not (isinstance(parameters, list) and parameters and isinstance(parameters[0], Mapping)):
-        return [ParamGroup(named_tensors(parameters), dict(defaults))]
+        # not a list of group dicts: tensors or (name, tensor) pairs, checked by named_tensors
+        return [ParamGroup(named_tensors(cast(ParamsLike, parameters)), dict(defaults))]
     return [
         _group(group, index, defaults, check, frozenset(fixed))
         for index, group in enumerate(parameters)

@@ -14,6 +14,9 @@ from gradclip.parameters import NamedTensor, ParamsLike, check_norm_type, check_
 from gradclip.strategies.base import Clipper, ClipStats, limit_tensor
 from gradclip.strategies.groups import ParamGroup, all_grads, all_named_params, param_groups
 
+# (max_norm, norm_type) of a parameter group: groups that share it are clipped together
+PartitionKey = tuple[float | None, float]
+
 
 class NoClip(Clipper):
     """Leave gradients unchanged; report their global L2 norm (and apply the non-finite policy).
@@ -121,7 +124,7 @@ class NormClip(Clipper):
         return ClipStats(total_norm, limit_tensor(self.max_norm, total_norm.device), clipped, skipped)
 
     def _clip_partitions_(
-        self, groups: list[ParamGroup], partitions: dict[tuple, list[NamedTensor]]
+        self, groups: list[ParamGroup], partitions: dict[PartitionKey, list[NamedTensor]]
     ) -> tuple[Tensor, Tensor, Tensor]:
         total_norm = pre_clip_norm(
             all_named_params(groups), self.nonfinite, self.norm_type, self.process_group
@@ -138,8 +141,8 @@ class NormClip(Clipper):
         return {"max_norm": self.max_norm, "norm_type": self.norm_type, "nonfinite": self.nonfinite}
 
 
-def _partition(groups: list[ParamGroup]) -> dict[tuple, list[NamedTensor]]:
-    partitions: dict[tuple, list[NamedTensor]] = {}
+def _partition(groups: list[ParamGroup]) -> dict[PartitionKey, list[NamedTensor]]:
+    partitions: dict[PartitionKey, list[NamedTensor]] = {}
     for group in groups:
         key = (group.options["max_norm"], group.options["norm_type"])
         partitions.setdefault(key, []).extend(group.named_params)

@@ -55,25 +55,26 @@ def _word(text: str) -> str:
     return text.strip()
 
 
-# name (the class's kind) -> (class, {keyword: parser}); the first keyword takes a bare value.
-STRATEGIES: dict[str, tuple[type[Clipper], dict[str, Callable[[str], Any]]]] = {
-    cls.kind: (cls, parsers) for cls, parsers in [
-        (NoClip, {"nonfinite": _optional(_word)}),
-        (NormClip, {"max_norm": _number, "norm_type": _number}),
-        (ValueClip, {"clip_value": _optional(_number), "min": _optional(_number),
-                     "max": _optional(_number)}),
-        (AGC, {"clipping": _number, "eps": _number}),
-        (AutoClip, {"quantile": _number, "history_length": _optional(_integer)}),
-        (ZClip, {
-            "alpha": _number, "z_thresh": _number, "max_grad_norm": _optional(_number),
-            "eps": _number, "warmup_steps": _integer, "mode": _word, "clip_option": _word,
-            "clip_factor": _number, "skip_update_on_spike": _boolean,
-        }),
-        (AdaGC, {"beta": _number, "lambda_abs": _number, "lambda_rel": _number,
-                 "warmup_steps": _integer, "eps": _number}),
-        (SpikeSkip, {"window": _integer, "sigma": _number}),
-    ]
-}
+# (class, {keyword: parser}); the first keyword takes a bare value.
+StrategyEntry = tuple[type[Clipper], dict[str, Callable[[str], Any]]]
+_ENTRIES: list[StrategyEntry] = [
+    (NoClip, {"nonfinite": _optional(_word)}),
+    (NormClip, {"max_norm": _number, "norm_type": _number}),
+    (ValueClip, {"clip_value": _optional(_number), "min": _optional(_number),
+                 "max": _optional(_number)}),
+    (AGC, {"clipping": _number, "eps": _number}),
+    (AutoClip, {"quantile": _number, "history_length": _optional(_integer)}),
+    (ZClip, {
+        "alpha": _number, "z_thresh": _number, "max_grad_norm": _optional(_number),
+        "eps": _number, "warmup_steps": _integer, "mode": _word, "clip_option": _word,
+        "clip_factor": _number, "skip_update_on_spike": _boolean,
+    }),
+    (AdaGC, {"beta": _number, "lambda_abs": _number, "lambda_rel": _number,
+             "warmup_steps": _integer, "eps": _number}),
+    (SpikeSkip, {"window": _integer, "sigma": _number}),
+]
+# name (the class's kind) -> entry
+STRATEGIES: dict[str, StrategyEntry] = {cls.kind: (cls, parsers) for cls, parsers in _ENTRIES}
 for _, _parsers in STRATEGIES.values():
     _parsers.setdefault("nonfinite", _optional(_word))
 CHAIN = "+"

@@ -125,7 +125,9 @@ class ValueClip(Clipper):
         return ClipStats(total_norm, self._threshold(total_norm), clipped, skipped)
 
     def _threshold(self, total_norm: Tensor) -> Tensor:
-        low, high = value_range({"clip_value": self.clip_value, "min": self.min, "max": self.max})
+        bounds = value_range({"clip_value": self.clip_value, "min": self.min, "max": self.max})
+        assert bounds is not None, "__init__ refuses a ValueClip without a range"
+        low, high = bounds
         return limit_tensor(max(abs(low), abs(high)), total_norm.device)
 
     def hyperparameters(self) -> dict[str, Any]:
