@@ -70,8 +70,9 @@ def test_the_wheel_ships_the_py_typed_marker(dist):
 
 def test_the_version_is_written_in_one_place():
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert not re.search(r"^version = ", pyproject, re.M)
-    assert 'version = { attr = "gradclip._version.__version__" }' in pyproject
+    assert re.search(r'^dynamic = \["version"\]', pyproject, re.M)
+    assert re.findall(r"^version = .*$", pyproject, re.M) == [
+        'version = { attr = "gradclip._version.__version__" }']
     written = [path.relative_to(ROOT).as_posix() for path in (ROOT / "src").rglob("*.py")
                if re.search(r"^__version__ = ", path.read_text(encoding="utf-8"), re.M)]
     assert written == ["src/gradclip/_version.py"]
