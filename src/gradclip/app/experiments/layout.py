@@ -20,8 +20,8 @@ from gradclip.app.errors import UserError
 PANEL_WIDTH = 5.2  # inches per panel
 PANEL_HEIGHT = 3.6
 MAX_COLUMNS = 4
-# an average character of DejaVu Sans is about 0.6 of its size; a little slack for wide letters
-CHARACTER_WIDTH = 0.62
+# an average character of DejaVu Sans is about 0.55 of its size
+CHARACTER_WIDTH = 0.56
 
 
 def pyplot() -> Any:
@@ -122,7 +122,8 @@ def legend_below(figure: Any, handles: Sequence[Any], title: str | None = None,
         return None
     longest = max(len(str(handle.get_label())) for handle in handles)
     entry = longest * fontsize * CHARACTER_WIDTH / 72 + 0.9  # the line sample and padding
-    columns = max(1, min(len(handles), int((figure.get_figwidth() - 0.4) // entry)))
+    fitting = max(1, min(len(handles), int((figure.get_figwidth() - 0.4) // entry)))
+    columns = math.ceil(len(handles) / math.ceil(len(handles) / fitting))  # rows evenly filled
     return figure.legend(handles=handles, title=title, loc="outside lower center",
                          ncols=columns, fontsize=fontsize, title_fontsize=fontsize)
 

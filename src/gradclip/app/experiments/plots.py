@@ -447,9 +447,10 @@ def plot_benchmark(out: Path, tasks: Sequence[Any]) -> list[Path]:
         runs = [read_curves(Path(row["run_dirs"][0]), strategy_family(row["strategy"]))
                 for row in task.rows]
         draw_norms(axis, [run for run in runs if run.steps], colours)
-        panel_title(axis, f"{task.setting.label} (seed 0)", fontsize=9)
+        panel_title(axis, task.setting.label, fontsize=9)
     legend_below(figure, line_handles(colours), title="strategy (X: the task's threshold)")
-    figure_title(figure, "gradient norm before clipping (dashed: each strategy's threshold)")
+    figure_title(figure, "gradient norm before clipping, seed 0 (dashed: each strategy's "
+                         "threshold)")
     save_figure(figure, out / "grad_norms.png", 100)
     paths.append(out / "grad_norms.png")
     paths.append(plot_ranks(out, tasks))
@@ -469,8 +470,9 @@ def plot_ranks(out: Path, tasks: Sequence[Any]) -> Path:
     image = axis.imshow(grid, cmap="viridis_r", aspect="auto")
     for r, line in enumerate(grid):
         for c, value in enumerate(line):
-            if math.isfinite(value):
-                axis.text(c, r, f"{value:.0f}", ha="center", va="center", color="white")
+            if math.isfinite(value):  # dark text on viridis's light (best) end
+                axis.text(c, r, f"{value:.0f}", ha="center", va="center",
+                          color="black" if image.norm(value) < 0.5 else "white")
     axis.set_xticks(range(len(tasks)), [task.setting.options.name for task in tasks])
     axis.set_yticks(range(len(names)), names)
     figure.colorbar(image, ax=axis, label="rank on the task (1 = best)")
