@@ -82,22 +82,27 @@ def options_table(command: str) -> str:
 
 
 def task_defaults_table() -> str:
-    """Each task-dependent flag's default, and every task's own setting where it differs."""
-    from gradclip.app.config import FLAG_DEFAULTS, RECOMMENDED
+    """Each task-dependent flag's default, and every task's own setting where it differs (a
+    column per task, then one per (task, model) pair with settings of its own)."""
+    from gradclip.app.config import FLAG_DEFAULTS, MODEL_RECOMMENDED, recommended_settings
     from gradclip.app.tasks import TASKS
 
-    tasks = list(TASKS)
+    columns = [(task, None) for task in TASKS] + list(MODEL_RECOMMENDED)
 
     def shown(value: Any) -> str:
         return "—" if value is None else {True: "on", False: "off"}.get(value, value) \
             if isinstance(value, bool) else f"`{value}`"
 
-    lines = ["| flag | default | " + " | ".join(f"`--task {task}`" for task in tasks) + " |",
-             "| --- | --- |" + " --- |" * len(tasks)]
+    def heading(task: str, model: str | None) -> str:
+        return f"`--task {task}`" if model is None else f"`--task {task} --model {model}`"
+
+    settings = [{**recommended_settings(task, model), **({"model": model} if model else {})}
+                for task, model in columns]
+    lines = ["| flag | default | " + " | ".join(heading(*column) for column in columns) + " |",
+             "| --- | --- |" + " --- |" * len(columns)]
     for name, default in FLAG_DEFAULTS.items():
-        per_task = [RECOMMENDED.get(task, {}).get(name, default) for task in tasks]
         lines.append(f"| `--{name.replace('_', '-')}` | {shown(default)} | "
-                     + " | ".join(shown(value) for value in per_task) + " |")
+                     + " | ".join(shown(own.get(name, default)) for own in settings) + " |")
     return "\n".join(lines)
 
 

@@ -54,7 +54,7 @@ def test_help_states_each_option_and_its_default(capsys):
                    "--accumulate", "--seq-len", "--out", "--amp"]:
         assert option in stdout
     shown = " ".join(stdout.split())
-    assert "(default: norm:1.0)" in shown and "(default: sgd; --task text: adamw)" in shown
+    assert "(default: norm:1.0)" in shown and "(default: sgd; --task text: adamw; --task lm --model transformer: adamw)" in shown
 
 
 OLD_RUN = Path(__file__).parents[1] / "app" / "training" / "fixtures" / "run-written-by-0.1.0"

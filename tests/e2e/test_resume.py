@@ -33,9 +33,10 @@ def finish(process: subprocess.Popen) -> None:
     assert process.returncode == 0, stderr.decode()
 
 
-def kill_after_first_checkpoint(run_dir: Path) -> int:
-    """Start the run, SIGKILL it as soon as a checkpoint exists; the checkpointed step."""
-    process = gradclip(*TRAIN, "--out", run_dir)
+def kill_after_first_checkpoint(run_dir: Path, train: list[str] = TRAIN) -> int:
+    """Start the run ``train`` (argv), SIGKILL it as soon as a checkpoint exists; the
+    checkpointed step."""
+    process = gradclip(*train, "--out", run_dir)
     deadline = time.monotonic() + 120
     while not (run_dir / CHECKPOINT).exists() and process.poll() is None:
         assert time.monotonic() < deadline

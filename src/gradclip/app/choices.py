@@ -8,6 +8,8 @@ names, and ``tests/app/test_choices.py`` checks them against the registries (``C
 from __future__ import annotations
 
 CELL_NAMES = ("rnn", "rnn-relu", "lstm", "gru")  # gradclip.app.cells.CELLS, in its order
+TRANSFORMER = "transformer"  # the causal decoder of --task lm (gradclip.app.transformer)
+MODEL_NAMES = (*CELL_NAMES, TRANSFORMER)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmdown")
 AMP_MODES = ("none", "fp16", "bf16")

@@ -24,7 +24,7 @@ from gradclip._version import __version__
 from gradclip.app.commands import COMMANDS
 from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import Interrupted, TrainingError, UserError
-from gradclip.app.task_flags import refuse_ignored_task_flags
+from gradclip.app.task_flags import refuse_ignored_task_flags, refuse_model_mismatch
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -78,7 +78,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         if getattr(args, "task", None) is not None and getattr(args, "resume", None) is None:
-            refuse_ignored_task_flags(args, vars(parser.parse_args([args.command])))
+            defaults = vars(parser.parse_args([args.command]))
+            refuse_ignored_task_flags(args, defaults)
+            if hasattr(args, "model"):
+                refuse_model_mismatch(args, defaults)
         if getattr(args, "check", None) is not None:
             args.check(args)
     except UserError as error:

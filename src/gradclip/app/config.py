@@ -29,11 +29,13 @@ DEFAULT_EPOCHS = 3
 
 # The defaults of the flags whose value depends on the task (model, optimization, threads):
 # what a run gets when neither the user nor the task says otherwise. The synthetic tasks
-# (adding, temporal-order, lm) use exactly these.
+# (adding, temporal-order, lm) use exactly these. ``None``: the task decides (``--seq-len``),
+# or the flag means nothing for the recurrent models (``--heads``).
 FLAG_DEFAULTS: dict[str, Any] = {
     "model": "rnn", "hidden_size": 64, "layers": 1, "bidirectional": False, "dropout": 0.0,
     "embed_dim": 128, "clip": "norm:1.0", "optimizer": "sgd", "lr": 0.05,
     "weight_decay": 0.0, "schedule": "constant", "epochs": None, "threads": 1,
+    "heads": None, "seq_len": None, "batch_size": 64, "warmup_steps": 0, "min_lr_ratio": 0.0,
 }
 
 # Each task's recommended settings, used for every flag the user did not give (``gradclip
@@ -45,6 +47,26 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
              "embed_dim": 128, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01,
              "schedule": "cosine", "epochs": 6, "clip": "norm:1.0", "threads": 2},
 }
+
+# The settings a (task, model) pair recommends on top of the task's own, for the flags the
+# user did not give. The transformer: nanoGPT's CPU character configuration (4 layers of width
+# 128 with 4 heads, windows of 64 characters, batches of 12, AdamW at 1e-3 with 100 warm-up
+# steps and cosine decay to 1e-4, weight decay 0.1, gradient norm clipped at 1.0), on one
+# thread (its matrices are small: a second thread gains little, and on a loaded machine loses).
+MODEL_RECOMMENDED: dict[tuple[str, str], dict[str, Any]] = {
+    ("lm", "transformer"): {
+        "hidden_size": 128, "layers": 4, "heads": 4, "dropout": 0.0, "seq_len": 64,
+        "batch_size": 12, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1,
+        "schedule": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1, "clip": "norm:1.0"},
+}
+
+
+def recommended_settings(task: str, model: str | None) -> dict[str, Any]:
+    """The settings ``task`` recommends with ``model`` (``None``: the task's own model)."""
+    settings = dict(RECOMMENDED.get(task, {}))
+    model = model or settings.get("model", FLAG_DEFAULTS["model"])
+    settings.update(MODEL_RECOMMENDED.get((task, model), {}))
+    return settings
 
 
 @dataclass(frozen=True)
@@ -63,11 +85,17 @@ class TaskOptions:
     text_file: Path | None = None
     text_column: str | None = None
     delimiter: str | None = None
+    model: str | None = None  # the model fed (lm: the transformer reads independent windows)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The recurrent model: ``gradclip.app.models.build_model(task, **asdict(model))``."""
+    """The model: ``gradclip.app.models.build_model(task, **asdict(model))``.
+
+    ``cell`` names a recurrent cell (``rnn``, ``rnn-relu``, ``lstm``, ``gru``) or
+    ``transformer`` (``--task lm`` only: ``hidden_size`` is its width, ``heads`` its attention
+    heads, ``embed_dim`` and ``bidirectional`` unused); ``heads`` is 0 for recurrent models.
+    """
 
     cell: str = "rnn"
     hidden_size: int = 64
@@ -75,6 +103,7 @@ class ModelConfig:
     bidirectional: bool = False
     dropout: float = 0.0
     embed_dim: int = 128
+    heads: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +121,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
     total_steps: int | None = None
     epochs: float | None = None
     batch_size: int = 64
@@ -212,15 +243,24 @@ def _section(kind: type, value: Any, name: str, source: str) -> Any:
         if key in _AT_LEAST_ONE and not (given is not None and given >= 1):
             raise UserError(f"corrupt {source}: {name}.{key} must be at least 1, got "
                             f"{_json_name(given)}")
+        if key in _AT_LEAST_ZERO and given < 0:
+            raise UserError(f"corrupt {source}: {name}.{key} must be at least 0, got {given}")
+        if key in _RATIOS and not 0 <= given <= 1:
+            raise UserError(f"corrupt {source}: {name}.{key} must be in [0, 1], got {given}")
     return kind(**value)
 
 
 # Keys added after 0.1.0, with the value that means what older runs did (they lack the key).
-_ADDED_LATER: dict[str, dict[str, Any]] = {"train": {"keep_best": False}}
+_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "train": {"keep_best": False, "warmup_steps": 0, "min_lr_ratio": 0.0},
+    "model": {"heads": 0},
+}
 
 # Sizes and counts a stored run needs to be at least 1 (total_steps is fixed once stored).
 _AT_LEAST_ONE = {"hidden_size", "layers", "embed_dim", "batch_size", "accumulate", "threads",
                  "total_steps", "world_size"}
+_AT_LEAST_ZERO = {"warmup_steps", "heads"}
+_RATIOS = {"min_lr_ratio"}
 
 
 def _type_words(annotation: Any) -> str:

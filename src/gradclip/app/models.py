@@ -1,4 +1,6 @@
-"""Recurrent models (vanilla RNN, LSTM, GRU) for variable-length batches without packing.
+"""The models a run builds (``build_model``): recurrent models (vanilla RNN, LSTM, GRU) for
+variable-length batches without packing, and the language models (``language_model``,
+``transformer``).
 
 Padding never reaches the result:
 
@@ -21,7 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from gradclip.app.cells import CELLS
+from gradclip.app.choices import TRANSFORMER
+from gradclip.app.errors import UserError
 from gradclip.app.language_model import RecurrentLanguageModel
+from gradclip.app.transformer import TransformerLanguageModel
 
 READOUTS = ("last", "pool")
 
@@ -154,12 +159,29 @@ class RecurrentModel(nn.Module):
 
 
 def build_model(task: Any, cell: str, hidden_size: int, layers: int, bidirectional: bool,
-                dropout: float, embed_dim: int) -> nn.Module:
-    """The model a task needs (input kind, output size, readout) with the chosen architecture."""
+                dropout: float, embed_dim: int, heads: int = 0) -> nn.Module:
+    """The model a task needs (input kind, output size, readout) with the chosen architecture.
+
+    Raises:
+        UserError: the transformer for a task that does not feed it independent windows (a
+            hand-edited ``config.json``).
+    """
+    if cell == TRANSFORMER:
+        if getattr(task, "windows", None) != "independent":
+            raise UserError(f"--model {TRANSFORMER} needs --task lm with independent windows; "
+                            f"the run's task is {task.name} "
+                            f"({getattr(task, 'windows', 'no windows')})")
+        return TransformerLanguageModel(task.vocab_size, context=task.seq_len,
+                                        width=hidden_size, layers=layers, heads=heads,
+                                        dropout=dropout)
     if hasattr(task, "build_model"):  # a task with a model of its own (text: wide & deep)
         return task.build_model(cell=cell, hidden_size=hidden_size, layers=layers,
                                 bidirectional=bidirectional, dropout=dropout, embed_dim=embed_dim)
     if task.readout == "next":
+        if getattr(task, "windows", "streams") != "streams":
+            raise UserError(f"--model {cell} needs the carried streams of --task lm; the "
+                            f"run's task reads {task.windows} windows (for --model "
+                            f"{TRANSFORMER})")
         return RecurrentLanguageModel(cell, task.vocab_size, streams=task.batch_size,
                                       windows_per_epoch=task.windows_per_epoch,
                                       embed_dim=embed_dim, hidden_size=hidden_size,

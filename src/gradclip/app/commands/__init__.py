@@ -13,7 +13,7 @@ from __future__ import annotations
 
 COMMANDS: dict[str, str] = {
     "train": "train a model on a task (or resume a run)",
-    "eval": "score a trained text model on another CSV",
+    "eval": "score a trained model on another file (text: a CSV; lm: a text, in bits per char)",
     "predict": "score unlabelled comments with a trained text model",
     "demo": "train a vanilla RNN with and without clipping and compare",
     "profile": "measure gradient norms without clipping and recommend thresholds",

@@ -17,12 +17,20 @@ from typing import TYPE_CHECKING
 from gradclip.app.choices import (
     AMP_MODES,
     FLOAT32_MAX,
+    MODEL_NAMES,
     NONFINITE_POLICIES,
     OPTIMIZERS,
     SCHEDULES,
 )
-from gradclip.app.choices import CELL_NAMES as CELLS
-from gradclip.app.config import FLAG_DEFAULTS, RECOMMENDED, ModelConfig, TaskOptions, TrainConfig
+from gradclip.app.config import (
+    FLAG_DEFAULTS,
+    MODEL_RECOMMENDED,
+    RECOMMENDED,
+    ModelConfig,
+    TaskOptions,
+    TrainConfig,
+    recommended_settings,
+)
 from gradclip.app.errors import UserError
 from gradclip.app.tasks import TASKS
 
@@ -160,10 +168,18 @@ def comma_list(kind, name: str):
 
 
 def model_name(text: str) -> str:
-    if text not in CELLS:
+    if text not in MODEL_NAMES:
         raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from "
-                                         f"{', '.join(CELLS)}")
+                                         f"{', '.join(MODEL_NAMES)}")
     return text
+
+
+def ratio(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
 
 
 def clip_list(text: str) -> list[str]:
@@ -195,9 +211,9 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", type=Path, help="CSV in the Jigsaw toxic-comment format "
                        "(comment_text + label columns): the data of --task text; --task lm "
                        "models its comments unless --text-file is given")
-    group.add_argument("--seq-len", type=positive_int, default=None,
-                       help="sequence length T of the synthetic tasks (default: 10 for adding, "
-                            "20 for temporal-order)")
+    group.add_argument("--seq-len", type=positive_int, default=None, help=task_default(
+        "seq_len", "sequence length T of the synthetic tasks, window length of lm (default: "
+        "10 for adding, 20 for temporal-order, 50 for lm)"))
     group.add_argument("--labels", type=label_list, default=None,
                        help="comma-separated label columns to learn (text; default: every "
                             "known label column present in the CSV)")
@@ -219,20 +235,25 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
 
 
 def task_default(name: str, help: str) -> str:
-    """``help`` followed by the flag's default and each task's own (``RECOMMENDED``)."""
+    """``help`` followed by the flag's default and each task's own (``RECOMMENDED``), then
+    each (task, model) pair's (``MODEL_RECOMMENDED``)."""
     def value(item): return {True: "on", False: "off"}.get(item, item) \
-        if isinstance(item, bool) else item
+        if isinstance(item, bool) else f"{item:g}" if isinstance(item, float) else item
     default = FLAG_DEFAULTS[name]
     shown = [] if default is None else [f"default: {value(default)}"]
     shown += [f"--task {task}: {value(settings[name])}" for task, settings in RECOMMENDED.items()
+              if name in settings and settings[name] != default]
+    shown += [f"--task {task} --model {model}: {value(settings[name])}"
+              for (task, model), settings in MODEL_RECOMMENDED.items()
               if name in settings and settings[name] != default]
     return f"{help} ({'; '.join(shown)})" if shown else help
 
 
 def resolve_task_defaults(args: argparse.Namespace) -> dict[str, object]:
-    """The value of each task-dependent flag: the one given, else the task's recommended
-    setting, else the flag's default (``FLAG_DEFAULTS``)."""
-    recommended = RECOMMENDED.get(getattr(args, "task", ""), {})
+    """The value of each task-dependent flag: the one given, else the setting the task
+    recommends with the chosen model (``recommended_settings``), else the flag's default
+    (``FLAG_DEFAULTS``)."""
+    recommended = recommended_settings(getattr(args, "task", ""), getattr(args, "model", None))
     return {name: getattr(args, name) if getattr(args, name, None) is not None
             else recommended.get(name, default) for name, default in FLAG_DEFAULTS.items()}
 
@@ -247,17 +268,24 @@ def fill_task_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=tuple(CELLS), default=None, help=task_default(
-        "model", "recurrent cell: vanilla RNN (tanh), RNN with ReLU, LSTM or GRU"))
+    group.add_argument("--model", choices=MODEL_NAMES, default=None, help=task_default(
+        "model", "recurrent cell: vanilla RNN (tanh), RNN with ReLU, LSTM or GRU; or "
+                 "transformer, a small causal decoder (GPT-2 style) for --task lm"))
     group.add_argument("--hidden-size", type=positive_int, default=None,
-                       help=task_default("hidden_size", "hidden units per direction and layer"))
+                       help=task_default("hidden_size", "hidden units per direction and layer "
+                                         "(transformer: the model width)"))
     group.add_argument("--layers", type=positive_int, default=None,
-                       help=task_default("layers", "stacked recurrent layers"))
+                       help=task_default("layers", "stacked recurrent layers (transformer: "
+                                         "blocks)"))
+    group.add_argument("--heads", type=positive_int, default=None,
+                       help=task_default("heads", "attention heads per block, dividing "
+                                         "--hidden-size (transformer only)"))
     group.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
                        help=task_default("bidirectional", "add a reverse-direction pass (each "
                                          "row reversed within its length)"))
     group.add_argument("--dropout", type=fraction, default=None, help=task_default(
-        "dropout", "dropout on embeddings, between layers and before the head"))
+        "dropout", "dropout on embeddings, between layers and before the head (transformer: "
+                   "on embeddings, attention weights and each block's outputs)"))
     group.add_argument("--embed-dim", type=positive_int, default=None,
                        help=task_default("embed_dim", "token embedding width (text)"))
 
@@ -285,12 +313,17 @@ def add_optimization_options(
                        help=task_default("weight_decay", "weight decay (decoupled for adamw)"))
     group.add_argument("--schedule", choices=SCHEDULES, default=None,
                        help=task_default("schedule", "learning-rate schedule over the run"))
+    group.add_argument("--warmup-steps", type=nonnegative_int, default=None, help=task_default(
+        "warmup_steps", "linear learning-rate warm-up over the first N steps, before the "
+                        "schedule"))
+    group.add_argument("--min-lr-ratio", type=ratio, default=None, help=task_default(
+        "min_lr_ratio", "where cosine and warmdown decay to, as a fraction of --lr"))
     group.add_argument("--steps", type=positive_int, default=None, help=steps_help)
     group.add_argument("--epochs", type=positive_float, default=None,
                        help=task_default("epochs", "passes over the training split, text "
                                          "only"))
-    group.add_argument("--batch-size", type=positive_int, default=64,
-                       help="sequences per micro-batch")
+    group.add_argument("--batch-size", type=positive_int, default=None,
+                       help=task_default("batch_size", "sequences per micro-batch"))
     group.add_argument("--accumulate", type=positive_int, default=1,
                        help="micro-batches per optimizer step (clipping happens once per step)")
     group.add_argument("--amp", choices=AMP_MODES, default="none",
@@ -320,22 +353,24 @@ def new_run(args: argparse.Namespace, **train: object) -> NewRun:
     from gradclip.app.training.runs import NewRun
 
     flags = resolve_task_defaults(args)
-    options = TaskOptions(name=args.task, seed=args.seed, batch_size=args.batch_size,
-                          seq_len=args.seq_len, data=args.data, vocab_size=args.vocab_size,
+    options = TaskOptions(name=args.task, seed=args.seed, batch_size=flags["batch_size"],
+                          seq_len=flags["seq_len"], data=args.data, vocab_size=args.vocab_size,
                           max_len=args.max_len, labels=args.labels,
                           val_fraction=args.val_fraction, text_file=args.text_file,
                           text_column=getattr(args, "text_column", None),
-                          delimiter=getattr(args, "delimiter", None))
+                          delimiter=getattr(args, "delimiter", None), model=flags["model"])
     model = ModelConfig(cell=flags["model"], hidden_size=flags["hidden_size"],
                         layers=flags["layers"], bidirectional=flags["bidirectional"],
-                        dropout=flags["dropout"], embed_dim=flags["embed_dim"])
+                        dropout=flags["dropout"], embed_dim=flags["embed_dim"],
+                        heads=flags["heads"] or 0)
     settings = dict(
         clip=flags["clip"], nonfinite=args.nonfinite, optimizer=flags["optimizer"],
         lr=flags["lr"], momentum=args.momentum, weight_decay=flags["weight_decay"],
-        schedule=flags["schedule"], total_steps=args.steps,
+        schedule=flags["schedule"], warmup_steps=flags["warmup_steps"],
+        min_lr_ratio=flags["min_lr_ratio"], total_steps=args.steps,
         # --steps replaces the task's epochs (both given by the user is an error, later)
         epochs=flags["epochs"] if args.steps is None else args.epochs,
-        batch_size=args.batch_size,
+        batch_size=flags["batch_size"],
         accumulate=args.accumulate, amp=args.amp, seed=args.seed, device=args.device,
         threads=flags["threads"], log_every=getattr(args, "log_every", 50),
         eval_every=getattr(args, "eval_every", 0),

@@ -11,6 +11,7 @@ read the same ``config.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import gradclip
+from gradclip.app.choices import TRANSFORMER
 from gradclip.app.config import DistributedConfig, ModelConfig, RunConfig, TaskOptions, TrainConfig
 from gradclip.app.errors import UserError
 from gradclip.app.tasks import Task, load_task, make_task
@@ -45,6 +47,11 @@ class NewRun:
     model: ModelConfig
     train: TrainConfig
     run_dir: Path | None = None
+
+    def task_options(self) -> TaskOptions:
+        """The options the task is built from, naming the model it feeds (``options.model``:
+        the language model reads independent windows for the transformer)."""
+        return dataclasses.replace(self.options, model=self.model.cell)
 
     def folder(self) -> Path:
         """``run_dir``, or a new ``runs/<task>-<model>-<clip>-<time>``."""
@@ -88,7 +95,27 @@ def check_new_run(new: NewRun) -> None:
     if new.options.name == "lm" and new.model.bidirectional:
         raise UserError("--bidirectional would let the model see the character it predicts; "
                         "drop it for --task lm")
-    check_fits_in_memory(new.options, new.model)
+    check_model(new.options.name, new.model)
+    check_fits_in_memory(new.task_options(), new.model)
+
+
+def check_model(task_name: str, model: ModelConfig) -> None:
+    """The transformer only for ``--task lm``, with heads that divide its width; ``heads``
+    only for the transformer.
+
+    Raises:
+        UserError: naming the flag to change.
+    """
+    if model.cell != TRANSFORMER:
+        if model.heads:
+            raise UserError(f"--heads is read only by --model {TRANSFORMER}; remove it")
+        return
+    if task_name != "lm":
+        raise UserError(f"--model {TRANSFORMER} is a character language model: use it with "
+                        f"--task lm, not --task {task_name}")
+    if model.heads < 1 or model.hidden_size % model.heads:
+        raise UserError(f"--hidden-size {model.hidden_size} must be a multiple of --heads "
+                        f"{model.heads} (each head reads an equal part of the width)")
 
 
 def create_run(new: NewRun, parallel: Parallel | None = None) -> Run:
@@ -112,7 +139,7 @@ def create_run(new: NewRun, parallel: Parallel | None = None) -> Run:
     if created is not None:
         return created
     run_dir = Path(message)  # the others follow the writer: same task from the same options
-    return Run(run_dir, read_config(run_dir), make_task(new.options))
+    return Run(run_dir, read_config(run_dir), make_task(new.task_options()))
 
 
 def write_new_run(new: NewRun, parallel: Parallel) -> Run:
@@ -125,7 +152,7 @@ def write_new_run(new: NewRun, parallel: Parallel) -> Run:
     try:
         lock = RunLock(run_dir)
         refuse_taken_folder(run_dir)  # another process may have filled it meanwhile
-        task = make_task(new.options)
+        task = make_task(new.task_options())
         config = new_config(new, task, parallel)
         task.save(run_dir)
         write_json(run_dir / CONFIG, config.to_dict())

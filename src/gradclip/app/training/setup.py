@@ -33,19 +33,37 @@ def build_optimizer(train: TrainConfig, parameters: Iterable[nn.Parameter]
     raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, *,
+                    warmup_steps: int = 0, min_lr_ratio: float = 0.0
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """``constant`` learning rate, ``cosine`` decay to 0 over ``total_steps``, or ``warmdown``:
-    constant, then linear decay to 0 over the last 20% of the steps (a run keeps the full
-    learning rate, where instability shows, and still settles at the end)."""
+    """The learning rate over the run: ``lr`` times :func:`lr_factor` at each step."""
+    if schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, schedule, total_steps, warmup_steps, min_lr_ratio))
+
+
+def lr_factor(step: int, schedule: str, total_steps: int, warmup_steps: int = 0,
+              min_lr_ratio: float = 0.0) -> float:
+    """The learning-rate multiplier of optimizer step ``step`` (0-based).
+
+    A linear warm-up first, ``(step + 1) / (warmup_steps + 1)`` for ``step < warmup_steps``
+    (nanoGPT's), then the schedule over the remaining steps: ``constant`` 1; ``cosine``
+    ``r + (1 - r) * (1 + cos(pi * p)) / 2`` with ``p`` the fraction of the steps after the
+    warm-up done and ``r = min_lr_ratio`` (the floor, as a fraction of ``lr``); ``warmdown``
+    1, then linear decay to ``r`` over the last 20% of the steps (a run keeps the full
+    learning rate, where instability shows, and still settles at the end).
+    """
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
     if schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return 1.0
     if schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0))))
-    if schedule == "warmdown":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmdown(step, total_steps))
-    raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        done = min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0)
+        decay = 0.5 * (1.0 + math.cos(math.pi * done))
+    else:
+        decay = warmdown(step, total_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * decay
 
 
 def resolve_device(name: str) -> torch.device:

@@ -134,7 +134,9 @@ class Trainer:
         groups = getattr(getattr(self.model, "module", self.model), "parameter_groups", None)
         self.optimizer = build_optimizer(train, groups(train.lr) if groups
                                          else self.model.parameters())
-        self.scheduler = build_scheduler(self.optimizer, train.schedule, train.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, train.schedule, train.total_steps,
+                                         warmup_steps=train.warmup_steps,
+                                         min_lr_ratio=train.min_lr_ratio)
         self.clipper = clipper_from_spec(train.clip, train.nonfinite)
         self.scaler = grad_scaler(train.amp, self.device)
         parallel.seed_rank(train.seed)  # independent dropout masks on each rank
