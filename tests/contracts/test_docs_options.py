@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gradclip.app.commands import COMMANDS
-from gradclip.app.config import FLAG_DEFAULTS, RECOMMENDED
+from gradclip.app.config import FLAG_DEFAULTS, MODEL_RECOMMENDED, RECOMMENDED
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -99,12 +99,16 @@ def test_the_generated_table_lists_every_option_with_its_default_and_choices(com
 
 def test_the_task_defaults_table_gives_every_tasks_setting():
     lines = generator.task_defaults_table().splitlines()
-    tasks = re.findall(r"`--task ([\w-]+)`", lines[0])
+    columns = re.findall(r"`--task ([\w-]+)(?: --model ([\w-]+))?`", lines[0])
+    assert columns[-1] == ("lm", "transformer")
     for line in lines[2:]:
         cells = [cell.strip().strip("`") for cell in line.split("|")[1:-1]]
         name = cells[0].removeprefix("--").replace("-", "_")
-        for task, shown in zip(tasks, cells[2:], strict=True):
-            value = RECOMMENDED.get(task, {}).get(name, FLAG_DEFAULTS[name])
+        for (task, model), shown in zip(columns, cells[2:], strict=True):
+            own = {**RECOMMENDED.get(task, {}),
+                   **(MODEL_RECOMMENDED[(task, model)] if model else {}),
+                   **({"model": model} if model else {})}
+            value = own.get(name, FLAG_DEFAULTS[name])
             expected = {True: "on", False: "off", None: "—"}.get(value, str(value)) \
                 if value is None or isinstance(value, bool) else str(value)
             assert shown == expected, (name, task, shown, expected)
