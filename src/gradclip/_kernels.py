@@ -190,11 +190,11 @@ def total_norm_of_groups(
     ``torch.nn.utils.get_total_norm`` stacks them.
 
     Args:
-        groups: :func:`group_by_device_and_dtype` of the tensors, at least one group.
+        groups: ``group_by_device_and_dtype`` of the tensors, at least one group.
         norm_type: p, any float (``torch.linalg.vector_norm``'s meaning).
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
         first_device: the device of the first tensor (before grouping), where the norm lives.
-        plain: every tensor is an ordinary ``Tensor`` (see :func:`use_foreach`).
+        plain: every tensor is an ordinary ``Tensor`` (see ``use_foreach``).
 
     Returns:
         The 0-dim total norm.
@@ -254,13 +254,13 @@ def scale_groups_(
     *,
     plain: bool = False,
 ) -> None:
-    """:func:`scale_` on tensors already grouped (:func:`group_by_device_and_dtype`).
+    """``scale_`` on tensors already grouped (``group_by_device_and_dtype``).
 
     Args:
         groups: the tensors' groups, with their input positions.
         coefficients: one 0-dim tensor for all, or one per tensor in input order.
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
-        plain: every tensor is an ordinary ``Tensor`` (see :func:`use_foreach`).
+        plain: every tensor is an ordinary ``Tensor`` (see ``use_foreach``).
     """
     for device, group, indices in groups:
         if isinstance(coefficients, Tensor):
@@ -321,9 +321,9 @@ def clamp_(
         tensors: the tensors to clamp (no zero-element tensors: torch's foreach path fails).
         low: the smallest value kept.
         high: the largest value kept (bounds beyond the dtype's range are rounded to it,
-            where torch would raise: :func:`representable_bound`).
+            where torch would raise: ``representable_bound``).
         foreach: as in ``torch.nn.utils.clip_grad_value_``.
-        plain: every tensor is an ordinary ``Tensor`` (see :func:`use_foreach`).
+        plain: every tensor is an ordinary ``Tensor`` (see ``use_foreach``).
         one_pass: tensors of ``ONE_PASS_NUMEL`` elements or more are clamped by one
             ``clamp_(min, max)`` (one read-write pass) rather than torch's two foreach passes;
             the numbers are the same (clamping is exact, NaN stays NaN either way).

@@ -55,7 +55,7 @@ def unitwise_norm(x: Tensor) -> Tensor:
 
 def unitwise_norm_of(tensor: Tensor, process_group: Any = None) -> Tensor:
     """``unitwise_norm`` of a possibly sharded tensor (FSDP2 DTensor, or ``process_group``
-    shards): reduced over the ranks where units are split (:mod:`gradclip.distributed`).
+    shards): reduced over the ranks where units are split (``gradclip.distributed``).
 
     Args:
         tensor: a weight or gradient, ordinary or a DTensor.
@@ -94,7 +94,7 @@ def local_unit_norms(tensors: Sequence[Tensor]) -> list[Tensor]:
         tensors: ordinary weights and gradients.
 
     Returns:
-        For each tensor, in order, what :func:`unitwise_norm` gives.
+        For each tensor, in order, what ``unitwise_norm`` gives.
     """
     norms: list[Tensor | None] = [None] * len(tensors)
     whole = [i for i, t in enumerate(tensors) if t.squeeze().ndim <= 1]
@@ -139,14 +139,14 @@ def adaptive_clip_grad_(
     (0.01 is the NFNet default for large batches). On one process the returned norm is
     computed from the unit norms already needed, so it costs no extra pass. Sharded
     parameters (FSDP2 DTensors, or ``process_group=`` for hand-made dim-0 shards) keep row
-    units local and reduce whole-tensor units (see :mod:`gradclip.distributed`).
+    units local and reduce whole-tensor units (see ``gradclip.distributed``).
 
     Args:
         parameters: parameters, one parameter, or ``named_parameters()`` pairs.
         clipping: the largest ratio of unit gradient norm to unit weight norm (> 0; a
             tensor is used as is).
         eps: the smallest weight norm a unit is measured against (>= 0).
-        nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
+        nonfinite: the non-finite policy (see ``gradclip.nonfinite``).
         process_group: the ranks holding the other dim-0 shards, or ``None``.
 
     Returns:

@@ -216,11 +216,11 @@ def plain_or_flat_grads(parameters: ParamsLike) -> tuple[list[Tensor] | None, li
     """A plain parameter list's gradients, or the flat buffers they cover, each ``.grad`` read once.
 
     Args:
-        parameters: what the caller passed, iterable twice (:func:`reiterable`).
+        parameters: what the caller passed, iterable twice (``reiterable``).
 
     Returns:
         ``(grads, None)``: the gradients of a plain list
-        (:func:`gradclip.parameters.plain_parameter_grads`), all ordinary tensors, none a
+        (``gradclip.parameters.plain_parameter_grads``), all ordinary tensors, none a
         flat view; ``(None, buffers)``: the flat buffers those gradients
         cover exactly; ``(None, None)``: anything else (named pairs, DTensors, views covering
         part of a buffer), for the general path.
@@ -281,7 +281,7 @@ def _at_registered_address(view: Tensor) -> bool:
 def grad_buffers(parameters: ParamsLike) -> list[Tensor] | None:
     """The flat buffers holding exactly the gradients of ``parameters``, or ``None``.
 
-    ``parameters`` is a list or tuple (see :func:`reiterable`), else ``None``; parameters
+    ``parameters`` is a list or tuple (see ``reiterable``), else ``None``; parameters
     without a gradient are ignored, as every op ignores them.
     """
     if not _OWNER_OF_VIEW or not isinstance(parameters, (list, tuple)) or not parameters:

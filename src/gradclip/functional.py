@@ -5,7 +5,7 @@ Drop-in replacements for ``torch.nn.utils.clip_grad_norm_``, ``clip_grad_value_`
 same kernels in the same order, so results are bit-identical to the installed torch. On top:
 
 - ``parameters`` may also be ``model.named_parameters()``, so errors name the parameter;
-- a keyword-only ``nonfinite=`` policy (see :mod:`gradclip.nonfinite`);
+- a keyword-only ``nonfinite=`` policy (see ``gradclip.nonfinite``);
 - zero-element gradients are ignored where torch itself fails on them (the ``inf`` norm, the
   foreach value clip), and the answer is torch's answer on the remaining gradients.
 
@@ -81,7 +81,7 @@ def get_total_norm(
     lives on the first tensor's device; ``norm_type`` is whatever torch accepts (any p,
     ``inf``/``"inf"``; 0 counts non-zeros, negative p as ``torch.linalg.vector_norm``).
     DTensors (FSDP2) and ``process_group=`` (tensors are this rank's shards) give the global
-    norm as an ordinary tensor, equal on every rank (see :mod:`gradclip.distributed`), for
+    norm as an ordinary tensor, equal on every rank (see ``gradclip.distributed``), for
     p > 0 and ``inf``.
 
     Args:
@@ -147,7 +147,7 @@ def check_shardable_norm_type(norm_type: float) -> None:
     """Sharded norms are reduced from p-th powers (or a max): p > 0 and ``inf`` only.
 
     Args:
-        norm_type: p, as :func:`gradclip.parameters.check_norm_type` returns it.
+        norm_type: p, as ``gradclip.parameters.check_norm_type`` returns it.
 
     Raises:
         ValueError: p <= 0, ``-inf`` or NaN, whose per-shard parts do not add up.
@@ -169,9 +169,9 @@ def pre_clip_norm(
 
     Args:
         named_params: ``(name, parameter)`` pairs made by
-            :func:`gradclip.parameters.named_tensors`; parameters without a gradient are
+            ``gradclip.parameters.named_tensors``; parameters without a gradient are
             ignored.
-        policy: a checked non-finite policy (:func:`gradclip.nonfinite.check_policy`).
+        policy: a checked non-finite policy (``gradclip.nonfinite.check_policy``).
         norm_type: p, any float (``torch.linalg.vector_norm``'s meaning).
         process_group: the gradients are this rank's shards; the norm is reduced over it.
 
@@ -204,7 +204,7 @@ def skip_nonfinite_(
     grads: Sequence[Tensor], norms: Tensor, max_norm: float | Tensor
 ) -> Tensor:
     """The ``"skip"`` policy of the norm ops: zero every gradient when a norm is non-finite
-    or a tensor ``max_norm`` is bad (:mod:`gradclip.thresholds`), without a host sync.
+    or a tensor ``max_norm`` is bad (``gradclip.thresholds``), without a host sync.
 
     Args:
         grads: the local gradients.
@@ -282,11 +282,11 @@ def clip_grad_norm_(
     ``g <- g * min(max_norm / (||g||_p + 1e-6), 1)`` for every gradient, where ``||g||_p`` is
     the norm of all gradients viewed as one vector. Bit-identical to
     ``torch.nn.utils.clip_grad_norm_``; ``nonfinite`` chooses what a NaN/Inf norm does
-    (``"propagate"``/``None``, ``"skip"``, ``"error"``: see :mod:`gradclip.nonfinite`). A
+    (``"propagate"``/``None``, ``"skip"``, ``"error"``: see ``gradclip.nonfinite``). A
     tensor ``max_norm`` is never read on the host: under ``"skip"`` a NaN, infinite or
     non-positive one zeroes every gradient and the returned norm is NaN (the sign of a
     skipped step); under ``"error"`` it raises; under ``"propagate"`` it is used as torch
-    uses it (see :mod:`gradclip.thresholds`).
+    uses it (see ``gradclip.thresholds``).
 
     Args:
         parameters: parameters, one parameter, or ``named_parameters()`` pairs (errors then
@@ -295,7 +295,7 @@ def clip_grad_norm_(
         norm_type: p, any number, or ``inf`` / ``"inf"`` (torch's meaning).
         error_if_nonfinite: torch's flag: raise if the norm is not finite.
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
-        nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
+        nonfinite: the non-finite policy (see ``gradclip.nonfinite``).
         process_group: the ranks holding the other shards of the gradients, or ``None``.
 
     Returns:
@@ -347,7 +347,7 @@ def _clip_plain_grads_(
     foreach: bool | None,
     policy: str,
 ) -> Tensor:
-    """:func:`clip_grad_norm_` on ordinary local gradients, grouped once for norm and scale.
+    """``clip_grad_norm_`` on ordinary local gradients, grouped once for norm and scale.
 
     The kernels and their order are torch's (bit-identical results); the (device, dtype)
     groups and the foreach choice are made once, not once for the norm and again for the scale.
@@ -371,7 +371,7 @@ def per_tensor_grad_norms(
 
     Args:
         grads: the gradients (ordinary tensors or DTensors), at least one.
-        norm_type: p, as :func:`gradclip.parameters.check_norm_type` returns it.
+        norm_type: p, as ``gradclip.parameters.check_norm_type`` returns it.
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
         process_group: the ranks holding the other shards of the ordinary tensors, or ``None``.
 
@@ -415,7 +415,7 @@ def clip_grad_norm_per_tensor_(
             (a bad one under ``"skip"``: every gradient zeroed, NaN norms returned).
         norm_type: p, any number, or ``inf`` / ``"inf"`` (torch's meaning).
         foreach: as in ``torch.nn.utils.clip_grad_norm_``.
-        nonfinite: the non-finite policy (see :mod:`gradclip.nonfinite`).
+        nonfinite: the non-finite policy (see ``gradclip.nonfinite``).
         process_group: the ranks holding the other shards of the gradients, or ``None``.
 
     Returns:
@@ -502,7 +502,7 @@ def clamp_grads_(
         high: the largest value kept.
         foreach: as in ``torch.nn.utils.clip_grad_value_``.
         one_pass: large gradients in one read-write pass (same numbers; see
-            :func:`gradclip._kernels.clamp_`), for the strategies; the drop-in keeps torch's.
+            ``gradclip._kernels.clamp_``), for the strategies; the drop-in keeps torch's.
     """
     buffers = whole_flat_buffers(grads)
     if buffers is not None:  # gradclip.flat: one pass per buffer, same numbers as min then max

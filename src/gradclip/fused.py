@@ -82,7 +82,7 @@ def step_with_grad_scale(
     already on the optimizer (set by ``GradScaler.step``) is combined with these.
 
     Args:
-        optimizer: a fused optimizer (:func:`supports_fused_clip`).
+        optimizer: a fused optimizer (``supports_fused_clip``).
         grad_scale: the 0-dim divisor of every gradient.
         skip: a 0-dim bool tensor that skips the step where true, or ``None``.
     """
@@ -138,7 +138,7 @@ def fused_clip_step(
     """Clip the gradients of ``optimizer``'s parameters by ``clipper`` inside its fused step.
 
     Same effect as ``clipper.clip_(params); optimizer.step()`` (see the module docstring);
-    call only where :func:`can_fuse` holds (so the policy is never ``"error"``).
+    call only where ``can_fuse`` holds (so the policy is never ``"error"``).
 
     Args:
         optimizer: a fused optimizer.

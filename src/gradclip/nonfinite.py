@@ -7,7 +7,7 @@ A policy is chosen by the user with ``nonfinite=``:
 - ``"skip"``: when the total norm is not finite, every gradient is zeroed (without a host
   sync) and the non-finite total norm is returned, so the caller, or a strategy's
   ``ClipStats.skipped``, can skip ``optimizer.step()``.
-- ``"error"``: raise a :class:`NonFiniteGradientError` (a ``RuntimeError``) naming the first
+- ``"error"``: raise a ``NonFiniteGradientError`` (a ``RuntimeError``) naming the first
   parameter whose gradient holds NaN/Inf. Deciding to raise needs the host to read the norm:
   this policy synchronises once per call, the others never do.
 
@@ -121,7 +121,7 @@ def skipped_flag(policy: str, total_norm: Tensor) -> Tensor:
     """``ClipStats.skipped``: the norm is non-finite under the ``"skip"`` policy (no sync).
 
     Args:
-        policy: a checked policy (:func:`check_policy`).
+        policy: a checked policy (``check_policy``).
         total_norm: the norm before clipping.
 
     Returns:
@@ -137,11 +137,11 @@ def zero_if_skipped_(grads: Sequence[Tensor], policy: str, total_norm: Tensor) -
 
     Args:
         grads: the gradients (sharded ones are zeroed on their local shard).
-        policy: a checked policy (:func:`check_policy`).
+        policy: a checked policy (``check_policy``).
         total_norm: the norm before clipping.
 
     Returns:
-        ``ClipStats.skipped``, as :func:`skipped_flag`.
+        ``ClipStats.skipped``, as ``skipped_flag``.
     """
     skipped = skipped_flag(policy, total_norm)
     if policy == "skip":

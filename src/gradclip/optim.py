@@ -21,7 +21,7 @@ class ClippedOptimizer(torch.optim.Optimizer):
     ``clipper`` is a strategy or a spec string (``"zclip"``, ``"norm:1.0"``).
 
     ``step()`` = ``clip_()`` (the clipper on every parameter of every group; its
-    :class:`ClipStats` kept in ``last_stats``) then ``step_optimizer(stats)``, which steps
+    ``ClipStats`` kept in ``last_stats``) then ``step_optimizer(stats)``, which steps
     unless the step must be skipped. A step is skipped under the clipper's ``"skip"`` policy
     with a non-finite gradient, and whenever a skipping strategy (``SpikeSkip``, alone or in a
     chain) flags an outlier: the gradients are zeroed, but a zero gradient would still move
@@ -32,7 +32,7 @@ class ClippedOptimizer(torch.optim.Optimizer):
     ``step(loss=loss)`` hands the step's loss to the clipper (``SpikeSkip`` watches it); with
     a ``closure``, the loss it returns is handed over. Skipped steps are counted in
     ``skipped_steps``. With a fused optimizer (``fused=True``) and ``NormClip``, the clip runs
-    inside the optimizer's kernel instead (:mod:`gradclip.fused`): same result, one pass less.
+    inside the optimizer's kernel instead (``gradclip.fused``): same result, one pass less.
 
     Everything else (``param_groups``, ``state``, ``zero_grad``, ``add_param_group``, learning
     rate schedulers) goes to the wrapped optimizer. ``state_dict()`` holds the optimizer's and
@@ -44,11 +44,11 @@ class ClippedOptimizer(torch.optim.Optimizer):
 
     Args:
         optimizer: any ``torch.optim.Optimizer``; it keeps its groups, state and hooks.
-        clipper: a strategy, or a spec string for :func:`gradclip.from_spec`.
+        clipper: a strategy, or a spec string for ``gradclip.from_spec``.
 
     Raises:
         TypeError: ``clipper`` is neither a ``Clipper`` nor a string.
-        ValueError: a spec string :func:`gradclip.from_spec` does not accept.
+        ValueError: a spec string ``gradclip.from_spec`` does not accept.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, clipper: Clipper | str) -> None:

@@ -65,9 +65,9 @@ def named_grads(parameters: ParamsLike, *, checked: bool = False) -> list[NamedT
     """The ``(name, grad)`` pairs of the parameters that have a gradient.
 
     Args:
-        parameters: anything :func:`named_tensors` accepts.
+        parameters: anything ``named_tensors`` accepts.
         checked: ``parameters`` is already a list of ``(name, tensor)`` pairs made by
-            :func:`named_tensors` (a strategy's parameter groups): not checked again, which
+            ``named_tensors`` (a strategy's parameter groups): not checked again, which
             saves a Python pass over every parameter on each clip.
 
     Returns:
@@ -101,19 +101,19 @@ def plain_tensors(tensors: ParamsLike) -> list[Tensor] | tuple[Tensor, ...] | No
 def plain_parameter_grads(parameters: ParamsLike) -> list[Tensor] | None:
     """The gradients of a plain parameter list, or ``None`` where the general path is needed.
 
-    Plain: a list or tuple (a generator made into one by :func:`gradclip.flat.reiterable`)
+    Plain: a list or tuple (a generator made into one by ``gradclip.flat.reiterable``)
     of ordinary tensors or ``Parameter`` objects: no named pairs, no DTensors, nothing to
     name in an error. The types are looked up once per call (the set of the types present),
     not once per tensor, and no name strings are made: the drop-in ops then cost what
     torch's cost. The gradients' own types are the caller's to check
-    (:func:`gradclip.flat.plain_or_flat_grads`: flat views are checked one by one anyway).
+    (``gradclip.flat.plain_or_flat_grads``: flat views are checked one by one anyway).
 
     Args:
         parameters: what the caller passed, iterable twice.
 
     Returns:
         The gradients of the parameters that have one, in order; ``None`` when
-        ``parameters`` is anything else (then :func:`named_grads` serves).
+        ``parameters`` is anything else (then ``named_grads`` serves).
     """
     if type(parameters) is not list and type(parameters) is not tuple:
         return None

@@ -51,7 +51,7 @@ def bad_threshold(max_norm: float | Tensor) -> Tensor | None:
     """Bool tensor: a tensor threshold is NaN, infinite, zero or negative; ``None`` for a float.
 
     Args:
-        max_norm: a threshold returned by :func:`check_max_norm`.
+        max_norm: a threshold returned by ``check_max_norm``.
 
     Returns:
         ``~(isfinite(max_norm) & (max_norm > 0))`` on the threshold's device, or ``None``
@@ -68,7 +68,7 @@ def raise_if_bad_threshold(max_norm: float | Tensor, name: str = "max_norm") -> 
     Synchronises with the host once (a tensor threshold only).
 
     Args:
-        max_norm: a threshold returned by :func:`check_max_norm`.
+        max_norm: a threshold returned by ``check_max_norm``.
         name: the argument's name, for the error message.
 
     Raises:

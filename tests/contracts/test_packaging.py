@@ -24,6 +24,15 @@ def test_the_license_is_an_spdx_expression():
     assert (ROOT / "LICENSE").read_text(encoding="utf-8").lstrip().startswith("Apache License")
 
 
+def test_each_integration_has_its_extra_and_names_it_when_missing():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^lightning = \["lightning>=2\.2"\]', pyproject, re.M)
+    assert re.search(r'^transformers = \[', pyproject, re.M)
+    assert '"gradclip[lightning]"' in pyproject  # make test installs it through dev
+    source = (ROOT / "src" / "gradclip" / "integrations" / "lightning.py").read_text("utf-8")
+    assert "pip install 'gradclip[lightning]'" in source
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
     pytest.importorskip("build")

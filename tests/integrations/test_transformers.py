@@ -97,8 +97,8 @@ class RecordingNormClip(gradclip.NormClip):
         super().__init__(*args, **kwargs)
         self.norms = []
 
-    def clip_(self, parameters):
-        stats = super().clip_(parameters)
+    def clip_(self, parameters, loss=None):
+        stats = super().clip_(parameters, loss=loss)
         self.norms.append(stats.total_norm.item())
         return stats
 

@@ -1,6 +1,6 @@
 """The typed configuration of a run, built once from the command line and read everywhere.
 
-``config.json`` in a run folder is the serialisation of a :class:`RunConfig`::
+``config.json`` in a run folder is the serialisation of a ``RunConfig``::
 
     {"gradclip_version": "0.1.0",
      "task": {...the task's own settings, "name" first...},
@@ -8,10 +8,10 @@
      "train": {"clip": "norm:1.0", "lr": 0.05, ...},            # TrainConfig
      "distributed": {"mode": "ddp", "world_size": 2}}           # only for DDP/FSDP runs
 
-A new run starts from a :class:`TaskOptions` (what the task is built from) plus the model
+A new run starts from a ``TaskOptions`` (what the task is built from) plus the model
 and training settings; the task then fixes what depends on its data (``total_steps`` from
 ``--epochs``). Reading a hand-edited or foreign ``config.json`` checks every field's type and
-turns a mistake into one :class:`~gradclip.app.errors.UserError` line.
+turns a mistake into one ``UserError`` line.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class ModelConfig:
 class TrainConfig:
     """Optimization, clipping and bookkeeping of a run.
 
-    ``total_steps`` is ``None`` in a request until :meth:`resolved` fixes it from the task
+    ``total_steps`` is ``None`` in a request until ``resolved`` fixes it from the task
     (``--steps``, or ``--epochs`` over the task's batches per epoch).
     """
 
@@ -170,7 +170,7 @@ class DistributedConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything needed to rebuild a run; ``config.json`` is its :meth:`to_dict`."""
+    """Everything needed to rebuild a run; ``config.json`` is its ``to_dict``."""
 
     task: dict[str, Any]
     model: ModelConfig

@@ -32,7 +32,7 @@ class RecurrentLanguageModel(nn.Module):
     ``forward(inputs, lengths=None)`` takes long ``(B, T)`` ids and returns ``(B, T, vocab)``
     logits. In training mode it carries the hidden state over from the previous window
     (restarting every ``windows_per_epoch`` windows); in eval mode every call starts from zeros
-    (:meth:`run` carries a state explicitly, for scoring a whole stream).
+    (``run`` carries a state explicitly, for scoring a whole stream).
     """
 
     def __init__(self, cell: str, vocab_size: int, *, streams: int, windows_per_epoch: int,

@@ -49,7 +49,8 @@ def _lightning() -> Any:
         except ImportError:
             continue
     raise ImportError(
-        "gradclip.integrations.lightning needs PyTorch Lightning: pip install lightning"
+        "gradclip.integrations.lightning needs PyTorch Lightning: "
+        "pip install 'gradclip[lightning]'"
     )
 
 

@@ -6,7 +6,7 @@
 gradient norm (``accelerator.clip_grad_norm_``, which unscales fp16 AMP gradients first, even with
 ``max_grad_norm=0`` where it clips at ``inf``), then calls the callbacks' ``on_pre_optimizer_step``,
 then ``optimizer.step()``. So the callback clips there: once per optimizer step, on the whole
-accumulated gradient, after unscaling (:func:`unscale_once_` unscales where the Trainer did not),
+accumulated gradient, after unscaling (``unscale_once_`` unscales where the Trainer did not),
 before the step; under FSDP2 the gradients are DTensors and gradclip reduces their norm over the
 mesh. It clips ``model.named_parameters()``, the parameters the Trainer clips, in its order, so
 ``"norm:1.0"`` reproduces ``max_grad_norm=1.0`` to the last bit on one process.
@@ -23,7 +23,7 @@ mesh. It clips ``model.named_parameters()``, the parameters the Trainer clips, i
   the logging window) and ``grad/skipped_steps`` (so far): in ``trainer.state.log_history``, the
   progress bar, and every callback after this one. The ``report_to`` integrations (TensorBoard,
   W&B) come *before* the user's callbacks, so they write an entry before this callback adds to it:
-  call :meth:`GradClipCallback.attach` (``GradClipCallback("zclip").attach(trainer)``) to put the
+  call ``GradClipCallback.attach`` (``GradClipCallback("zclip").attach(trainer)``) to put the
   callback first, and they log the statistics too. Between logging steps nothing is read on the
   host (one read per logged entry; under ``"skip"`` one boolean per step).
 - **Checkpoints.** The callback is an ``ExportableState``: the Trainer writes its ``state()`` (the
@@ -96,10 +96,10 @@ def state_to_json(value: Any) -> Any:
 
 
 def state_from_json(value: Any) -> Any:
-    """The inverse of :func:`state_to_json` (tensors come back on the CPU).
+    """The inverse of ``state_to_json`` (tensors come back on the CPU).
 
     Args:
-        value: what :func:`state_to_json` returned, after a JSON round trip.
+        value: what ``state_to_json`` returned, after a JSON round trip.
 
     Returns:
         The state dict, ready for ``clipper.load_state_dict``.
@@ -229,7 +229,7 @@ class _GradClipCallback:
 
     Attributes:
         clipper: the strategy.
-        last_stats: the latest :class:`~gradclip.ClipStats` (on the device), or ``None``.
+        last_stats: the latest ``ClipStats`` (on the device), or ``None``.
         skipped_steps: optimizer steps skipped so far (restored on resume).
 
     Raises:

@@ -1,6 +1,6 @@
 """Gradient health: per-layer statistics, verdicts with fixes, and threshold recommendation.
 
-``GradientMonitor`` watches a training run (see :mod:`gradclip.monitor.monitor`);
+``GradientMonitor`` watches a training run (see ``gradclip.monitor.monitor``);
 ``recommend_thresholds`` turns observed norms into ready-to-use clip specs.
 """
 

@@ -1,6 +1,6 @@
 """Verdicts about a whole run, from its histories: loss, gradient norm, clips, skips, profiles.
 
-The step-level report (:class:`~gradclip.monitor.report.GradientReport`) reads the gradients
+The step-level report (``GradientReport``) reads the gradients
 of one step; a run is judged by what happened to its loss. ``diagnose_run`` combines:
 
 - the loss history, cut into ``chunks`` pieces and summarised by each piece's median:

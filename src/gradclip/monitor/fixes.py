@@ -2,7 +2,7 @@
 
 A fix is only as good as its fit: a gated cell is no advice to an LSTM user, "clip the norm"
 none to a run that already does, and "lower the learning rate" is more useful with a number.
-Each function here takes the :class:`RunSetting` (what is known of the run; unknown fields are
+Each function here takes the ``RunSetting`` (what is known of the run; unknown fields are
 ``None`` and the advice stays generic) and returns one sentence or a few joined by "; ".
 
 References:

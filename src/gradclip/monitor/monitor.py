@@ -96,7 +96,7 @@ class GradientMonitor:
         window: how many recent global norms the exploding-gradient rules look at.
         hidden_states: hook ``nn.RNN``/``nn.LSTM``/``nn.GRU`` layers to measure the gradient
             reaching each time step (every ``profile_every`` steps).
-        rules: thresholds of the verdicts (:class:`VerdictRules`).
+        rules: thresholds of the verdicts (``VerdictRules``).
 
     Raises:
         ValueError: ``every`` not a positive integer, ``update_every`` or ``profile_every``

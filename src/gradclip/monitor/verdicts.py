@@ -3,7 +3,7 @@
 Four kinds, most severe first: ``non-finite``, ``exploding``, ``vanishing``, ``healthy``.
 Each rule reads plain Python numbers that the report has already materialised.
 
-Rules (defaults in :class:`VerdictRules`):
+Rules (defaults in ``VerdictRules``):
 
 - *non-finite*: some step since the last report had a NaN/Inf gradient.
 - *exploding*, spike: the largest global norm since the last report exceeds the median of

@@ -53,7 +53,7 @@ class AdaGC(Clipper):
         warmup_steps: steps clipped by ``lambda_abs`` (``0 .. 10**8``).
         eps: the floor of ``gamma_i`` and of the gradient norms in ``h_i``.
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm
             (pipeline stages, hand-made shards); ``None``: this process's gradients (and
             DTensor meshes) only.

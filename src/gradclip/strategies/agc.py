@@ -28,7 +28,7 @@ class AGC(Clipper):
 
     Per unit ``i`` (an output row/channel; a whole bias or scalar):
     ``G_i <- G_i * clipping * max(||W_i||, eps) / ||G_i||`` where that ratio is exceeded
-    (the maths of :func:`gradclip.adaptive_clip_grad_`, matching ``optax.adaptive_grad_clip``).
+    (the maths of ``gradclip.adaptive_clip_grad_``, matching ``optax.adaptive_grad_clip``).
     Use it to train without normalisation layers or with large batches; NFNets leave the
     final linear layer unclipped, which parameter groups express::
 
@@ -41,7 +41,7 @@ class AGC(Clipper):
         clipping: the largest ratio of a unit's gradient norm to its weight norm.
         eps: the smallest weight norm used in that ratio (so zero-initialised units move).
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm
             (pipeline stages, hand-made shards); ``None``: this process's gradients (and
             DTensor meshes) only.

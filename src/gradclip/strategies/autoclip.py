@@ -62,7 +62,7 @@ class AutoClip(Clipper):
         quantile: the quantile of past norms used as the threshold, in ``[0, 1]``.
         history_length: how many past norms to keep (``None``: all of them).
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm
             (pipeline stages, hand-made shards); ``None``: this process's gradients (and
             DTensor meshes) only.

@@ -53,7 +53,7 @@ class Clipper(ABC):
 
         Args:
             parameters: parameters, one parameter, ``named_parameters()`` pairs, or
-                optimizer-style groups (:mod:`gradclip.strategies.groups`).
+                optimizer-style groups (``gradclip.strategies.groups``).
             loss: this step's loss (a 0-dim tensor, the same on every rank), for strategies
                 that watch it (``SpikeSkip``); every other strategy ignores it, so callers
                 may always pass it.
@@ -75,7 +75,7 @@ class Clipper(ABC):
         """Whether the optimizer step must not run after this clip.
 
         Reads ``stats.skipped`` on the host (one sync) only where it can be true
-        (:attr:`may_skip`); otherwise answers ``False`` without a sync.
+        (``may_skip``); otherwise answers ``False`` without a sync.
 
         Args:
             stats: what ``clip_`` returned for this step.

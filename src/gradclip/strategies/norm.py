@@ -25,7 +25,7 @@ class NoClip(Clipper):
 
     Args:
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm;
             ``None``: this process's gradients (and DTensor meshes) only.
 
@@ -74,7 +74,7 @@ class NormClip(Clipper):
         max_norm: the largest global norm let through (a positive finite number).
         norm_type: the p of the p-norm (``2.0``, ``inf``, or any value torch accepts).
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm
             (pipeline stages, hand-made shards); ``None``: this process's gradients (and
             DTensor meshes) only.

@@ -51,7 +51,7 @@ class SpikeSkip(Clipper):
         window: how many past values of each quantity the statistics use.
         sigma: how many standard deviations from the mean make an outlier.
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm
             (pipeline stages, hand-made shards); ``None``: this process's gradients (and
             DTensor meshes) only.

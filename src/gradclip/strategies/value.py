@@ -71,7 +71,7 @@ class ValueClip(Clipper):
         min: the lower bound of the asymmetric form (``None``: unbounded below).
         max: the upper bound of the asymmetric form (``None``: unbounded above).
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm
             (pipeline stages, hand-made shards); ``None``: this process's gradients (and
             DTensor meshes) only.

@@ -64,7 +64,7 @@ class ZClip(Clipper):
         clip_factor: scales the adaptive limit.
         skip_update_on_spike: leave the statistics unchanged on a spike.
         nonfinite: ``"error"``, ``"skip"`` or ``"propagate"`` (``None``, the default: torch's
-            behaviour) for a NaN/Inf gradient; see :mod:`gradclip.nonfinite`.
+            behaviour) for a NaN/Inf gradient; see ``gradclip.nonfinite``.
         process_group: the ranks whose gradient parts join this one's in the global norm
             (pipeline stages, hand-made shards); ``None``: this process's gradients (and
             DTensor meshes) only.

@@ -1,8 +1,8 @@
 """``gradclip profile``'s measurement: a training run with the monitor on every step.
 
 The run is a normal ``gradclip train`` run (``--clip none`` by default, or a loose clip), with
-a :class:`ProfilingMonitor` reading the raw gradients of every step before the clipper. Its
-reports and a sample of gradient elements go into a :class:`GradientProfile`, from which the
+a ``ProfilingMonitor`` reading the raw gradients of every step before the clipper. Its
+reports and a sample of gradient elements go into a ``GradientProfile``, from which the
 distribution table, the verdicts and the recommended thresholds are made.
 """
 

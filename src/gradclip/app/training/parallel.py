@@ -1,7 +1,7 @@
 """Where a run's processes sit and how they share the work: single process, DDP or FSDP2.
 
 ``torchrun --nproc_per_node N -m gradclip train ... --distributed ddp|fsdp`` runs the same
-:class:`~gradclip.app.training.trainer.Trainer` on every rank; everything that differs between
+``Trainer`` on every rank; everything that differs between
 one process and many lives in the small ``Parallel`` object it is given:
 
 - **the process group** from torchrun's environment (``RANK``, ``WORLD_SIZE``,

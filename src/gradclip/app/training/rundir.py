@@ -125,7 +125,7 @@ def is_empty_folder(path: Path) -> bool:
 
 
 class RunLock:
-    """The exclusive right to write a run folder, held until :meth:`release` (or exit).
+    """The exclusive right to write a run folder, held until ``release`` (or exit).
 
     An advisory ``fcntl.flock`` on ``<run dir>/.lock``: the operating system drops it when the
     process ends, however it ends, so a killed run never leaves its folder locked.

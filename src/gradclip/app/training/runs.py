@@ -1,7 +1,7 @@
 """Creating a new run folder, and opening an existing one to resume or score it.
 
 A new run is checked completely (clipping spec, device, AMP, sizes, folder) before anything
-is written. The writer then creates the folder and takes its lock (:class:`RunLock`), builds
+is written. The writer then creates the folder and takes its lock (``RunLock``), builds
 the task (the text task reads its CSV and learns its tokenizer), saves what the task needs to
 be rebuilt, and writes ``config.json`` last: a folder with a ``config.json`` can always be
 resumed. Anything that fails on the way removes the folder it created. In a multi-process
@@ -62,7 +62,7 @@ class NewRun:
 @dataclass
 class Run:
     """An open run: its folder, configuration, task, checkpoint (``None``: from the start),
-    and the folder's lock, held by the writer until :meth:`close`."""
+    and the folder's lock, held by the writer until ``close``."""
 
     run_dir: Path
     config: RunConfig
@@ -143,7 +143,7 @@ def create_run(new: NewRun, parallel: Parallel | None = None) -> Run:
 
 
 def write_new_run(new: NewRun, parallel: Parallel) -> Run:
-    """The writer's part of :func:`create_run`; a failure leaves no folder it created."""
+    """The writer's part of ``create_run``; a failure leaves no folder it created."""
     check_new_run(new)
     run_dir = new.folder()
     refuse_taken_folder(run_dir)

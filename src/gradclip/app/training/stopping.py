@@ -3,7 +3,7 @@
 A signal never tears a step in half: the handler only records it, the trainer reads the
 record between steps (OR-ed over ranks, so every rank stops after the same step), writes a
 final checkpoint and ``summary.json`` with status ``interrupted``, and raises
-:class:`~gradclip.app.errors.Interrupted`; the CLI exits 130 (SIGINT) or 143 (SIGTERM).
+``Interrupted``; the CLI exits 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training loop, readable top to bottom: :meth:`Trainer.optimizer_step` is one step.
+"""The training loop, readable top to bottom: ``Trainer.optimizer_step`` is one step.
 
 Its collaborators are passed in and called where the reader sees them: the ``Parallel``
 (single process, DDP or FSDP2: wrapping, this rank's slice of a batch, ``no_sync``, the
