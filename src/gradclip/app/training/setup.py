@@ -36,7 +36,7 @@ def build_optimizer(train: TrainConfig, parameters: Iterable[nn.Parameter]
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, *,
                     warmup_steps: int = 0, min_lr_ratio: float = 0.0
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning rate over the run: ``lr`` times :func:`lr_factor` at each step."""
+    """The learning rate over the run: ``lr`` times ``lr_factor`` at each step."""
     if schedule not in SCHEDULES:
         raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
