@@ -33,20 +33,24 @@ def import_uninterrupted(name: str) -> bool:
 
 
 def main() -> int:
-    """Parse the arguments, then import torch and run the command."""
+    """Parse the arguments, then import torch and run the command (``cli.console``:
+    one line for any number of Ctrl-C)."""
     try:
         from gradclip.app import cli
         from gradclip.app.cpus import passive_openmp
 
         passive_openmp()  # before torch loads its OpenMP runtime, which reads it once
-
-        args = cli.parse()
-        if not import_uninterrupted("torch"):
-            raise KeyboardInterrupt
     except KeyboardInterrupt:
         print("gradclip: error: interrupted", file=sys.stderr)
         return 130
-    return cli.run(args)
+
+    def parse_and_run() -> int:
+        args = cli.parse()
+        if not import_uninterrupted("torch"):
+            raise KeyboardInterrupt
+        return cli.run(args)
+
+    return cli.console(parse_and_run)
 
 
 if __name__ == "__main__":

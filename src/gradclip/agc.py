@@ -45,7 +45,12 @@ def unitwise_norm(x: Tensor) -> Tensor:
 
     Returns:
         A 0-dim norm (one unit), or the ``(out, 1, ..., 1)`` norms of the rows.
+
+    Raises:
+        TypeError: ``x`` is not a tensor (a list, say: pass ``torch.tensor(x)``).
     """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     norms: Tensor = (
         torch.linalg.vector_norm(x) if x.squeeze().ndim <= 1
         else torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)

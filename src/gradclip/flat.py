@@ -73,11 +73,18 @@ class FlatGradBuffer:
         exact_norm: as the attribute.
 
     Raises:
-        IndexError: ``params`` is empty.
+        ValueError: ``params`` is empty.
+        TypeError: ``params`` holds something other than tensors.
     """
 
     def __init__(self, params: Sequence[Tensor], exact_norm: bool = True) -> None:
         self.exact_norm = exact_norm
+        params = list(params)
+        if not params:
+            raise ValueError("params must hold at least one parameter, got an empty sequence")
+        if not all(isinstance(p, Tensor) for p in params):
+            kinds = sorted({type(p).__name__ for p in params if not isinstance(p, Tensor)})
+            raise TypeError(f"params must be tensors, got {', '.join(kinds)}")
         first = params[0]
         total = sum(p.numel() for p in params)
         self.buffer = torch.zeros(total, dtype=first.dtype, device=first.device)

@@ -167,6 +167,25 @@ class ClippedOptimizer(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict()`` returned.
+
+        Args:
+            state_dict: ``{"optimizer", "clipper", "skipped_steps"}`` from ``state_dict()``.
+
+        Raises:
+            TypeError: ``state_dict`` is not a dict.
+            ValueError: it lacks ``optimizer`` or ``clipper`` (a plain optimizer's state,
+                for example: load that into the wrapped optimizer instead).
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict from ClippedOptimizer.state_dict(), "
+                            f"got {type(state_dict).__name__}")
+        missing = [key for key in ("optimizer", "clipper") if key not in state_dict]
+        if missing:
+            hint = (" (this is a plain optimizer's state: load it with "
+                    "clipped.optimizer.load_state_dict)" if "param_groups" in state_dict else "")
+            raise ValueError(f"state_dict must come from ClippedOptimizer.state_dict(); it "
+                             f"lacks {', '.join(missing)}{hint}")
         self.optimizer.load_state_dict(state_dict["optimizer"])
         self.clipper.load_state_dict(state_dict["clipper"])
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))

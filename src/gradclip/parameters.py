@@ -134,6 +134,34 @@ def check_positive_number(value: object, name: str, allow_zero: bool = False) ->
     return number
 
 
+# The smallest threshold a clipping strategy accepts: the smallest normal float32, 2**-126
+# (about 1.2e-38). A smaller one is subnormal or zero in float32, the dtype the clip factor is
+# computed in, so every gradient would be scaled to (nearly) zero without a word.
+MIN_THRESHOLD = 2.0**-126
+
+
+def check_threshold(value: object, name: str) -> float:
+    """``float(value)`` if it is a finite number of at least ``MIN_THRESHOLD``.
+
+    Args:
+        value: a clipping threshold (``max_norm``, ``max_grad_norm``, AGC's ``clipping``).
+        name: the argument's name, for the error message.
+
+    Returns:
+        The threshold as a float.
+
+    Raises:
+        TypeError: not a number.
+        ValueError: not positive and finite, or below ``MIN_THRESHOLD``.
+    """
+    number = check_positive_number(value, name)
+    if number < MIN_THRESHOLD:
+        raise ValueError(f"{name} must be at least {MIN_THRESHOLD:.3g} (the smallest normal "
+                         "float32: a smaller threshold is zero or subnormal in float32 and "
+                         f"would zero every gradient), got {value!r}")
+    return number
+
+
 def check_norm_type(norm_type: object) -> float:
     """``norm_type`` read as torch reads it: ``float(norm_type)``.
 

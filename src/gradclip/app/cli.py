@@ -13,10 +13,12 @@ argument errors answer at once; torch is imported after the arguments are known 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import NoReturn
 
@@ -95,9 +97,15 @@ def fail(message: str, code: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed command; returns the exit status (0 ok, 1 training failed, 2 user error)."""
+    """Run the parsed command; returns the exit status (0 ok, 1 training failed, 2 user error).
+
+    Standard output that cannot be written (a reader that went away, ``| head``; a full
+    device) ends the command with one line on stderr and status 2, never silently with 0.
+    """
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a block-buffered stdout fails here, not at interpreter exit
+        return code
     except UserError as error:
         return fail(str(error), UserError.exit_code)
     except TrainingError as error:
@@ -106,10 +114,46 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
-    except BrokenPipeError:
-        # the reader (`| head`) went away: not an error of ours; silence the final flush too
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except OSError as error:
+        if not stdout_failed():
+            raise
+        return fail(f"cannot write to standard output: {error.strerror or error}; stopped "
+                    "(what was written to files stays)", UserError.exit_code)
+
+
+def stdout_failed() -> bool:
+    """Standard output cannot take its pending text; it is then silenced (to ``os.devnull``)
+    so that the interpreter's last flush cannot fail again."""
+    try:
+        sys.stdout.flush()
+        return False
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return True
+
+
+def interrupt_once(signum: int, frame: object) -> None:
+    """SIGINT handler: the first Ctrl-C interrupts; any later one is ignored (the process is
+    already on its way out, reporting the first in one line)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def console(command: Callable[[], int]) -> int:
+    """Run a console script's ``command`` so that any number of Ctrl-C prints one line.
+
+    Without this, a second Ctrl-C within milliseconds of the first interrupts the
+    interpreter's exit ("Exception ignored in atexit callback ... KeyboardInterrupt").
+    """
+    previous = signal.signal(signal.SIGINT, interrupt_once)
+    try:
+        code = command()
+    except KeyboardInterrupt:  # before a handler of the command caught it
+        code = fail("interrupted", 130)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if previous is signal.default_int_handler
+                  else previous)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

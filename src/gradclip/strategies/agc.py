@@ -11,7 +11,7 @@ from gradclip.agc import clip_units_, clip_units_with_norm_
 from gradclip.distributed import any_on_any_rank
 from gradclip.functional import pre_clip_norm
 from gradclip.nonfinite import check_policy, false_like, skipped_flag, zero_if_skipped_
-from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number
+from gradclip.parameters import NamedTensor, ParamsLike, check_positive_number, check_threshold
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
 
@@ -19,7 +19,7 @@ from gradclip.strategies.groups import all_grads, all_named_params, param_groups
 def check_agc_options(clipping: float | None, eps: float) -> dict[str, Any]:
     """Validated ``AGC`` options; ``clipping=None`` (groups only) leaves a group unclipped."""
     if clipping is not None:
-        clipping = check_positive_number(clipping, "clipping")
+        clipping = check_threshold(clipping, "clipping")
     return {"clipping": clipping, "eps": check_positive_number(eps, "eps", allow_zero=True)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -10,7 +11,12 @@ from torch import Tensor
 from gradclip._kernels import clip_coefficient
 from gradclip.functional import clip_grad_norm_, pre_clip_norm
 from gradclip.nonfinite import check_policy, false_like, skipped_flag, zero_if_skipped_
-from gradclip.parameters import NamedTensor, ParamsLike, check_norm_type, check_positive_number
+from gradclip.parameters import (
+    NamedTensor,
+    ParamsLike,
+    check_norm_type,
+    check_threshold,
+)
 from gradclip.strategies.base import Clipper, ClipStats, limit_tensor
 from gradclip.strategies.groups import ParamGroup, all_grads, all_named_params, param_groups
 
@@ -55,8 +61,11 @@ class NoClip(Clipper):
 def check_norm_options(max_norm: float | None, norm_type: float | str) -> dict[str, Any]:
     """Validated ``NormClip`` options; ``max_norm=None`` (groups only) leaves a group unclipped."""
     if max_norm is not None:
-        max_norm = check_positive_number(max_norm, "max_norm")
-    return {"max_norm": max_norm, "norm_type": check_norm_type(norm_type)}
+        max_norm = check_threshold(max_norm, "max_norm")
+    p = check_norm_type(norm_type)
+    if math.isnan(p):  # torch would return a NaN norm: no step would ever be clipped
+        raise ValueError(f"norm_type must be a number or 'inf', got {norm_type!r}")
+    return {"max_norm": max_norm, "norm_type": p}
 
 
 class NormClip(Clipper):

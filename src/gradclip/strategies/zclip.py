@@ -12,7 +12,7 @@ from gradclip._kernels import CLIP_EPS, clip_coefficient
 from gradclip.distributed import local_tensors
 from gradclip.functional import pre_clip_norm, scale_grads_
 from gradclip.nonfinite import check_policy, zero_if_skipped_
-from gradclip.parameters import ParamsLike, check_positive_number
+from gradclip.parameters import ParamsLike, check_positive_number, check_threshold
 from gradclip.strategies.autoclip import grad_device
 from gradclip.strategies.base import Clipper, ClipStats
 from gradclip.strategies.groups import all_grads, all_named_params, param_groups
@@ -99,7 +99,7 @@ class ZClip(Clipper):
             raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
         self.alpha = float(alpha)
         self.z_thresh = check_positive_number(z_thresh, "z_thresh")
-        self.max_grad_norm = None if max_grad_norm is None else check_positive_number(
+        self.max_grad_norm = None if max_grad_norm is None else check_threshold(
             max_grad_norm, "max_grad_norm"
         )
         # eps=0 divides by zero once the variance is 0 (the reference raises ZeroDivisionError).

@@ -5,7 +5,8 @@ and ``full`` (hours). ``--out`` then holds ``report.md`` (a table per task: runs
 final metric, clip and skip rates, time per step against ``none``, a rank; then the ranks
 across tasks, the command and the versions), ``results.json``, ``losses.png``,
 ``grad_norms.png``, ``ranks.png`` and every run folder. Rerunning into the same ``--out``
-trains only the runs that did not finish.
+trains only the runs that did not finish; a non-empty ``--out`` is refused unless it holds
+the ``.gradclip-benchmark`` marker that the command writes into every folder it creates.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from gradclip.app.choices import SUITE_NAMES
 from gradclip.app.commands import options
 from gradclip.app.cpus import parallel_jobs, usable_cpus
 from gradclip.app.errors import UserError
-from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
+from gradclip.app.training.rundir import (
+    claim_output_folder,
+    json_safe,
+    timestamped_dir,
+    write_text,
+)
+
+# Written into every benchmark folder: only a folder holding it is resumed.
+MARKER = ".gradclip-benchmark"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from gradclip.app.experiments import benchmark, compare
     from gradclip.app.experiments.plots import plot_benchmark
     from gradclip.app.experiments.tables import aligned
+    from gradclip.app.experiments.workers import worker_count
 
     suite = benchmark.SUITES[args.suite]
     if args.seeds is not None:
@@ -57,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--data {args.data}: no such file")
     args.jobs = parallel_jobs(args.jobs)  # one thread each: jobs x threads <= cores
     out = args.out or timestamped_dir(f"benchmark-{suite.name}")
-    make_folder(out)
+    claim_output_folder(out, MARKER)
     started = time.perf_counter()
     settings = benchmark.hard_settings(suite, args.data)
     print(f"benchmark {suite.name}: {len(settings)} tasks x {len(benchmark.STRATEGIES)} "
-          f"strategies x {suite.seeds} seed(s), {args.jobs} at a time; output in {out}",
+          f"strategies x {suite.seeds} seed(s), at most {worker_count(args.jobs, args.jobs)} "
+          f"at a time; output in {out}",
           flush=True)
     thresholds = {}
     for setting in settings:

@@ -21,7 +21,12 @@ from gradclip.app.commands import options
 from gradclip.app.cpus import parallel_jobs, threads_per_job, usable_cpus
 from gradclip.app.errors import UserError
 from gradclip.app.tasks import task_class
-from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
+from gradclip.app.training.rundir import (
+    claim_output_folder,
+    json_safe,
+    timestamped_dir,
+    write_text,
+)
 
 if TYPE_CHECKING:  # imported where the command runs: the parser is built without torch
     from gradclip.app.experiments import compare as comparison
@@ -90,9 +95,7 @@ def complete(args: argparse.Namespace) -> None:
     args.jobs = parallel_jobs(args.jobs)  # jobs x threads <= cores: no run waits for a core
     args.threads = threads_per_job(args.threads, args.jobs)
     args.out = args.out or timestamped_dir(f"compare-{args.task}")
-    if args.out.exists() and any(args.out.iterdir()):
-        raise UserError(f"--out {args.out} is not empty; choose a new folder")
-    make_folder(args.out)
+    claim_output_folder(args.out)
 
 
 def varying(args: argparse.Namespace) -> list[str]:
@@ -104,13 +107,15 @@ def varying(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from gradclip.app.experiments import compare as comparison
     from gradclip.app.experiments.tables import aligned
+    from gradclip.app.experiments.workers import worker_count
 
     complete(args)
     settings = comparison.grid(args.models, args.seq_lens, args.lrs, args.clips)
     seeds = list(range(args.seed, args.seed + args.seeds))
     metric = task_class(args.task).metric_name
-    print(f"{len(settings)} settings x {len(seeds)} seeds = {len(settings) * len(seeds)} runs "
-          f"of {run_length(args)}, {args.jobs} at a time with {args.threads} thread(s) each; "
+    runs = len(settings) * len(seeds)
+    print(f"{len(settings)} settings x {len(seeds)} seeds = {runs} runs of {run_length(args)}, "
+          f"{worker_count(args.jobs, runs)} at a time with {args.threads} thread(s) each; "
           f"output in {args.out}", flush=True)
     started = time.perf_counter()
     points = [(setting, point_run(args, setting, seed)) for setting in settings

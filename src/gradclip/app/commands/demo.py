@@ -9,9 +9,13 @@ from pathlib import Path
 
 from gradclip.app.commands import options
 from gradclip.app.cpus import parallel_jobs
-from gradclip.app.errors import UserError
 from gradclip.app.experiments.demo_setting import EVAL_EVERY, STRATEGIES, TITLE
-from gradclip.app.training.rundir import json_safe, make_folder, timestamped_dir, write_text
+from gradclip.app.training.rundir import (
+    claim_output_folder,
+    json_safe,
+    timestamped_dir,
+    write_text,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
     steps, seeds = (300, 1) if args.quick else (args.steps, args.seeds)
     args.workers = parallel_jobs(args.workers)  # one thread each: workers <= cores
     out = args.out or timestamped_dir("demo")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} is not empty; choose a new folder")
-    make_folder(out)
+    claim_output_folder(out)
     print(f"{TITLE}\n{len(strategies)} strategies x {seeds} seeds, {steps} steps each, "
           f"{args.workers} at a time; runs in {out}")
     started = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import UserError
-from gradclip.app.training.rundir import METRICS
+from gradclip.app.training.rundir import METRICS, refuse_linked_entries
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"run directory {args.run_dir} does not exist")
     if not metrics.is_file():
         raise UserError(f"{args.run_dir} is not a gradclip run directory: {METRICS} is missing")
+    refuse_linked_entries(args.run_dir)  # a figure written through a link would land outside
     try:
         paths = plot_run(args.run_dir)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):

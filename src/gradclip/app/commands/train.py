@@ -114,12 +114,18 @@ def train(current: Run, parallel: Parallel, args: argparse.Namespace) -> dict:
     from gradclip.app.training.trainer import Trainer
 
     writer = parallel.is_writer
-    if writer:
-        mode = parallel.mode
-        launched = "" if mode == "none" else f" ({mode}, {parallel.world_size} processes)"
-        print(f"run directory: {current.run_dir}{launched}", flush=True)
-    loggers = run_loggers(current.run_dir, progress=options.PROGRESS[args.progress],
-                          tensorboard=args.tensorboard,
-                          log_every=current.config.train.log_every) if writer else []
-    trainer = Trainer(current.run_dir, current.config, current.task, parallel)
+    # a new run refused here (no tensorboard, a model that cannot be built, a closed stdout)
+    # leaves no folder
+    try:
+        if writer:
+            mode = parallel.mode
+            launched = "" if mode == "none" else f" ({mode}, {parallel.world_size} processes)"
+            print(f"run directory: {current.run_dir}{launched}", flush=True)
+        loggers = run_loggers(current.run_dir, progress=options.PROGRESS[args.progress],
+                              tensorboard=args.tensorboard,
+                              log_every=current.config.train.log_every) if writer else []
+        trainer = Trainer(current.run_dir, current.config, current.task, parallel)
+    except BaseException:
+        current.discard()
+        raise
     return trainer.train(current.checkpoint, loggers=loggers)

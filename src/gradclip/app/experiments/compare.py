@@ -17,13 +17,14 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gradclip.app.errors import TrainingError, UserError
 from gradclip.app.experiments.diagnosis import diagnose_result
+from gradclip.app.experiments.workers import worker_count, worker_pool
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines, StepLogger
 from gradclip.app.training.rundir import SUMMARY, read_metrics, remove_folder, write_json
 from gradclip.app.training.runs import NewRun, create_run
@@ -102,7 +103,9 @@ def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
     Args:
         points: ``(key, run)`` pairs; runs sharing a key (a setting) form one table row.
         keys: every key, in the order of the rows.
-        jobs: runs trained at once, each in its own process (1: in this process).
+        jobs: runs trained at once, each in its own process (1: in this process); capped
+            at the runs to train and a multiple of the cores (``worker_count``). Workers
+            die with this process.
         reuse_finished: keep the result of a run folder that already finished (a rerun of
             a half-done grid trains only what is missing); otherwise an existing folder is
             a ``UserError``.
@@ -121,11 +124,12 @@ def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
         if results[index] is None:
             todo.append(index)
     meter = ProgressLine(len(points), len(points) - len(todo), enabled=progress)
+    jobs = worker_count(jobs, len(todo))
     if jobs <= 1:
         for index in todo:
             results[index] = meter.done(train_one(points[index][1], progress))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with worker_pool(jobs) as pool:
             futures = {pool.submit(train_one, points[index][1], progress): index
                        for index in todo}
             for future in as_completed(futures):
@@ -142,7 +146,7 @@ def finished_result(run_dir: Path) -> dict[str, Any] | None:
         summary = json.loads((run_dir / SUMMARY).read_text())
     except (OSError, ValueError):
         return None
-    if summary.get("status") in ("running", "interrupted", None):
+    if summary.get("status") in ("running", "interrupted", "failed", None):
         return None
     monitor_file = run_dir / "monitor.json"
     monitored = json.loads(monitor_file.read_text()) if monitor_file.is_file() else None

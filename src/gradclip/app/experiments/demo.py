@@ -14,7 +14,7 @@ import math
 import os
 import statistics
 import textwrap
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from gradclip.app.experiments.demo_setting import (
     SCHEDULE,
     SEQ_LEN,
 )
+from gradclip.app.experiments.workers import worker_count, worker_pool
 from gradclip.app.tasks.adding import SUCCESS_MSE, AddingTask
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines
 from gradclip.app.training.rundir import CONFIG, make_folder, read_metrics, write_json
@@ -115,10 +116,11 @@ def run_demo(out: Path, steps: int, seeds: int, strategies: tuple[str, ...], wor
     runs = [DemoRun(strategy, seed, steps, out / f"{safe_name(strategy)}-seed{seed}")
             for strategy in strategies for seed in range(seeds)]
     meter = ProgressLine(len(runs), 0)
+    workers = worker_count(workers, len(runs))
     if workers <= 1:
         return [meter.done(train_one(run)) for run in runs]
     results: list[dict[str, Any]] = [{} for _ in runs]
-    with ProcessPoolExecutor(max_workers=workers, initializer=one_thread) as pool:
+    with worker_pool(workers, one_thread) as pool:
         futures = {pool.submit(train_one, run): index for index, run in enumerate(runs)}
         for future in as_completed(futures):
             results[futures[future]] = meter.done(future.result())

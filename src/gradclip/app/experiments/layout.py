@@ -9,13 +9,14 @@ columns as fit, never on top of the data.
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradclip.app.errors import UserError
+from gradclip.app.training.rundir import write_bytes
 
 PANEL_WIDTH = 5.2  # inches per panel
 PANEL_HEIGHT = 3.6
@@ -41,15 +42,17 @@ def pyplot() -> Any:
 
 
 def save_figure(figure: Any, path: Path, dpi: int) -> None:
-    """Write the PNG and close the figure.
+    """Write the PNG and close the figure; atomically and never through a link (rendered in
+    memory, then ``write_bytes``).
 
     Raises:
-        UserError: the file system refused the write (one line naming the path).
+        UserError: the file is a symbolic link, or the file system refused the write (one
+            line naming the path).
     """
     try:
-        figure.savefig(path, dpi=dpi)
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+        image = io.BytesIO()
+        figure.savefig(image, format="png", dpi=dpi)
+        write_bytes(path, image.getvalue())
     finally:
         pyplot().close(figure)
 

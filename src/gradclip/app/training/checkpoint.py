@@ -40,6 +40,7 @@ import torch
 
 from gradclip.app.errors import UserError
 from gradclip.app.training.compact import compact, expand
+from gradclip.app.training.rundir import create_temporary
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -56,9 +57,9 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT
         UserError: the file could not be written (the path and the reason in one line).
     """
     path = Path(run_dir) / name
-    temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
+    temporary, handle = create_temporary(path)
     try:
-        with open(temporary, "wb") as handle:
+        with handle:
             torch.save(compact(state), handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -66,9 +67,19 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT
     except (OSError, RuntimeError) as error:
         with contextlib.suppress(OSError):
             temporary.unlink()
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise UserError(f"cannot write {path}: {reason} (the previous checkpoint, if any, "
-                        "is intact)") from None
+        raise UserError(f"cannot write {path}: {write_failure(error)} (the previous "
+                        "checkpoint, if any, is intact)") from None
+
+
+def write_failure(error: OSError | RuntimeError) -> str:
+    """The system's reason for a failed write, in our words (torch's own text names C++
+    files and line numbers: ``[enforce fail at inline_container.cc:...]``)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return "the file system refused the write (is the disk full?)"
 
 
 def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:

@@ -32,7 +32,14 @@ from typing import Any
 from torch import nn
 
 from gradclip.app.errors import UserError
-from gradclip.app.training.rundir import METRICS, json_safe, os_error, truncate_after
+from gradclip.app.training.rundir import (
+    METRICS,
+    json_safe,
+    open_no_follow,
+    os_error,
+    refuse_link,
+    truncate_after,
+)
 
 TENSORBOARD_DIR = "tensorboard"
 FLUSH_SECONDS = 30.0  # metrics.jsonl reaches the file at least this often
@@ -83,14 +90,11 @@ class MetricsLogger(StepLogger):
         self.written_at = 0.0
 
     def start(self, step: int, total: int) -> None:
+        refuse_link(self.path)  # resume would read, cut and append to what the link names
         warning = truncate_after(self.path, step).warning(self.path, step)
         if warning:
             print(warning, file=sys.stderr)
-        try:
-            self.descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                      | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        except OSError as error:
-            raise os_error(self.path, error) from None
+        self.descriptor = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self.written_at = self.clock()
 
     def log_step(self, record: dict[str, Any], model: nn.Module, health: Any = None) -> None:
@@ -226,6 +230,7 @@ class TensorBoardLogger(StepLogger):
         except ImportError:
             raise UserError("--tensorboard needs the tensorboard package: "
                             "pip install 'gradclip[tensorboard]'") from None
+        refuse_link(Path(run_dir) / TENSORBOARD_DIR)
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR))
 
     def log_step(self, record: dict[str, Any], model: nn.Module, health: Any = None) -> None:

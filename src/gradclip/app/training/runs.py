@@ -30,9 +30,12 @@ from gradclip.app.training.rundir import (
     CONFIG,
     RunLock,
     default_run_dir,
+    empty_folder,
     is_empty_folder,
+    lock_holder,
     make_folder,
     os_error,
+    refuse_linked_entries,
     remove_folder,
     write_json,
 )
@@ -62,13 +65,25 @@ class NewRun:
 @dataclass
 class Run:
     """An open run: its folder, configuration, task, checkpoint (``None``: from the start),
-    and the folder's lock, held by the writer until ``close``."""
+    and the folder's lock, held by the writer until ``close``; ``created``: the topmost
+    folder that creating the run made (``None`` when resumed, or for an existing folder)."""
 
     run_dir: Path
     config: RunConfig
     task: Task
     checkpoint: dict[str, Any] | None = None
     lock: RunLock | None = None
+    created: Path | None = None
+    fresh: bool = False
+
+    def discard(self) -> None:
+        """A new run refused before its first step: release it, and remove the folder it
+        made (or empty the empty folder it was given)."""
+        self.close()
+        if self.created is not None:
+            remove_folder(self.created)
+        elif self.fresh:
+            empty_folder(self.run_dir)
 
     def close(self) -> None:
         if self.lock is not None:
@@ -148,10 +163,11 @@ def write_new_run(new: NewRun, parallel: Parallel) -> Run:
     run_dir = new.folder()
     refuse_taken_folder(run_dir)
     created = make_folder(run_dir)
-    lock = None
+    lock, ours = None, False
     try:
         lock = RunLock(run_dir)
-        refuse_taken_folder(run_dir)  # another process may have filled it meanwhile
+        refuse_taken_folder(run_dir, locked=True)  # another process may have filled it meanwhile
+        ours = True
         task = make_task(new.task_options())
         config = new_config(new, task, parallel)
         task.save(run_dir)
@@ -161,12 +177,19 @@ def write_new_run(new: NewRun, parallel: Parallel) -> Run:
             lock.release()
         if created is not None:
             remove_folder(created)
+        elif ours:
+            empty_folder(run_dir)
         raise
-    return Run(run_dir, config, task, lock=lock)
+    return Run(run_dir, config, task, lock=lock, created=created, fresh=True)
 
 
-def refuse_taken_folder(run_dir: Path) -> None:
-    """A run folder must be new or empty; say what to do with one that holds a run."""
+def refuse_taken_folder(run_dir: Path, locked: bool = False) -> None:
+    """A run folder must be new or empty; say what to do with one that holds a run.
+
+    Args:
+        run_dir: the folder ``--out`` names.
+        locked: this process holds the folder's lock already (so no other holder is named).
+    """
     try:
         if not run_dir.exists():
             if run_dir.is_symlink():
@@ -177,6 +200,10 @@ def refuse_taken_folder(run_dir: Path) -> None:
             return
     except OSError as error:  # a name too long, a folder that cannot be read
         raise os_error(run_dir, error, "create the folder") from None
+    holder = None if locked else lock_holder(run_dir)
+    if holder is not None:
+        raise UserError(f"--out {run_dir} is held by {holder}, which is writing a run there; "
+                        "wait for it to finish, or choose a new folder")
     if (run_dir / CONFIG).is_file() and not (run_dir / checkpoints.CHECKPOINT).exists():
         raise UserError(f"--out {run_dir} holds a run that stopped before its first "
                         f"checkpoint; start it over with --resume {run_dir}, or choose a new "
@@ -229,6 +256,8 @@ def open_run(run_dir: Path, parallel: Parallel | None = None) -> Run:
     """
     parallel = parallel or Parallel.single("cpu")
     config = read_config(run_dir)
+    if parallel.is_writer:
+        refuse_linked_entries(run_dir)
     lock = RunLock(run_dir) if parallel.is_writer else None
     try:
         checkpoint = None

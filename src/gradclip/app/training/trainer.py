@@ -20,6 +20,7 @@ an uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
@@ -240,25 +241,38 @@ class Trainer:
         self.model.train()
         started = time.perf_counter() - counters.seconds
         try:
-            with stop_on_signals() as self.stop:
-                while counters.step < total and counters.status == "running":
-                    record, health = self.train_one_step(monitor)
-                    counters.seconds = time.perf_counter() - started
-                    for logger in loggers:
-                        logger.log_step(record, self.model, health)
-                    if self.stop_agreed or counters.step == total or self.due(
-                            counters.step, self.config.train.checkpoint_every):
+            try:
+                with stop_on_signals() as self.stop:
+                    while counters.step < total and counters.status == "running":
+                        record, health = self.train_one_step(monitor)
+                        counters.seconds = time.perf_counter() - started
                         for logger in loggers:
-                            logger.flush()
-                        self.save()
-                    if self.stop_agreed:
-                        self.interrupt()
-        finally:
-            for logger in loggers:
-                logger.close()
-        if counters.status == "running":
-            counters.status = "completed"
-        return self.finish()
+                            logger.log_step(record, self.model, health)
+                        if self.stop_agreed or counters.step == total or self.due(
+                                counters.step, self.config.train.checkpoint_every):
+                            for logger in loggers:
+                                logger.flush()
+                            self.save()
+                        if self.stop_agreed:
+                            self.interrupt()
+            finally:
+                for logger in loggers:
+                    logger.close()
+            if counters.status == "running":
+                counters.status = "completed"
+            return self.finish()
+        except UserError as error:
+            self.record_failure(error)
+            raise
+
+    def record_failure(self, error: UserError) -> None:
+        """A run stopped by a file system refusal (a full disk) or a user mistake:
+        ``summary.json`` says ``failed`` with the reason, never ``running`` (best effort:
+        on a full disk even this small file may not fit)."""
+        if self.parallel.is_writer:
+            with contextlib.suppress(UserError):
+                write_json(self.run_dir / SUMMARY,
+                           self.summary(None) | {"status": "failed", "error": str(error)})
 
     def interrupt(self) -> None:
         """After a stop signal: the step's checkpoint is written; say so and stop."""

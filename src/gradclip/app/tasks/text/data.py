@@ -2,7 +2,8 @@
 
 A file holds a ``comment_text`` column, any subset of the label columns in ``LABELS`` (0/1,
 multi-label) and optionally ``id``. Fields may hold newlines inside quotes; the file must be
-UTF-8. Every mistake in the file is a ``UserError`` with one line that names the file, and the
+UTF-8. A comment is cut to its first ``MAX_COMMENT_CHARS`` characters when it is read.
+Every mistake in the file is a ``UserError`` with one line that names the file, and the
 row and column where it applies; the comments themselves are never echoed (they are offensive
 by nature). Rows whose text is empty are skipped and counted.
 """
@@ -25,6 +26,10 @@ LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate
 
 # The default csv field limit (128 KiB) is below what a pasted comment can reach.
 _FIELD_SIZE_LIMIT = 2**31 - 1
+# Characters kept of each comment; the rest is cut when the file is read, before tokenizing (a
+# 200 MB comment made the Rust tokenizer take 12 GB and abort). The longest comment of the
+# Jigsaw files has 5,000 characters, and 256 tokens (the default --max-len) hold about 1,000.
+MAX_COMMENT_CHARS = 100_000
 # Salt for the split's generator, so the split never shares a stream with the batch order.
 _SPLIT_KEY = 0x5B117
 
@@ -67,7 +72,7 @@ def read_comments(path: str | Path, labels: list[str] | tuple[str, ...] | None =
         texts, targets, rows_read = [], [], 0
         for row in _data_rows(rows, path):
             rows_read += 1
-            text = row[text_at] if text_at < len(row) else ""
+            text = row[text_at][:MAX_COMMENT_CHARS] if text_at < len(row) else ""
             if not text.strip():
                 continue
             texts.append(text)
@@ -123,7 +128,7 @@ def parse_unlabelled(text: str, source: Path, text_column: str = TEXT_COLUMN,
         id_at = header.index("id") if header.count("id") == 1 else None
         ids, texts = [], []
         for row in _data_rows(rows, source):
-            texts.append(row[at] if at < len(row) else "")
+            texts.append(row[at][:MAX_COMMENT_CHARS] if at < len(row) else "")
             if id_at is not None:
                 ids.append(row[id_at] if id_at < len(row) else "")
     finally:
@@ -205,6 +210,10 @@ def _columns(header: list[str], labels, path: Path, missing_ok: bool,
                             "keep one (which one to read would be a guess)")
     if text_column not in header:
         _no_text_column(header, path, text_column)
+    if text_column in (labels if labels is not None else LABELS):
+        raise UserError(f"--text-column {text_column} is a label column, and a model that "
+                        "reads its own labels scores perfectly without learning; name the "
+                        "column that holds the comments")
     if labels is None:
         present = [name for name in LABELS if name in header]
         if not present:

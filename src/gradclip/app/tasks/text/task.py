@@ -45,6 +45,7 @@ from gradclip.app.tasks.text.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
+from gradclip.app.training.rundir import write_text
 
 DEFAULTS = {"vocab_size": 20_000, "max_len": 256, "val_fraction": 0.1, "batch_size": 64,
             "class_balance": "sqrt", "text_column": TEXT_COLUMN, "delimiter": ","}
@@ -416,8 +417,8 @@ class TextTask(Task):
         save_tokenizer(self.tokenizer, run_dir)
         texts = getattr(self, "training_texts", None)
         if texts is not None:
-            (Path(run_dir) / TRAINING_ROWS_FILE).write_text(
-                "".join(_text_hash(text) + "\n" for text in texts), encoding="ascii")
+            write_text(Path(run_dir) / TRAINING_ROWS_FILE,
+                       "".join(_text_hash(text) + "\n" for text in texts))
 
     def load_training_hashes(self, run_dir: Path) -> None:
         """Read ``training_rows.txt`` (absent in older runs) for ``seen_rows``."""

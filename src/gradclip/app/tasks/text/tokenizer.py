@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gradclip.app.errors import UserError
+from gradclip.app.training.rundir import write_text
 
 PAD = "[PAD]"
 UNK = "[UNK]"
@@ -64,8 +65,12 @@ def load_tokenizer(run_dir: Path) -> Any:
 
 
 def save_tokenizer(tokenizer: Any, run_dir: Path) -> None:
-    """Write ``tokenizer.json`` into ``run_dir``."""
-    tokenizer.save(str(Path(run_dir) / TOKENIZER_FILE))
+    """Write ``tokenizer.json`` into ``run_dir`` (atomically, never through a link).
+
+    Raises:
+        UserError: the file system refused (a full disk), or the name is a link.
+    """
+    write_text(Path(run_dir) / TOKENIZER_FILE, tokenizer.to_str(pretty=True))
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_len: int) -> list[list[int]]:
