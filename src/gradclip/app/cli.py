@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -115,22 +116,30 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except OSError as error:
-        if not stdout_failed():
+        if not stdout_failed(error):
             raise
         return fail(f"cannot write to standard output: {error.strerror or error}; stopped "
                     "(what was written to files stays)", UserError.exit_code)
 
 
-def stdout_failed() -> bool:
-    """Standard output cannot take its pending text; it is then silenced (to ``os.devnull``)
-    so that the interpreter's last flush cannot fail again."""
+# What a print to a closed pipe or a full device raises (a file of ours is a UserError).
+STDOUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EFBIG,
+                 getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def stdout_failed(error: OSError) -> bool:
+    """``error`` came from writing standard output (a print names no file), or stdout cannot
+    take its pending text; stdout is then silenced (``os.devnull``) so that the interpreter's
+    last flush cannot fail again."""
+    failed = error.filename is None and error.errno in STDOUT_ERRORS
     try:
         sys.stdout.flush()
-        return False
     except (OSError, ValueError):
+        failed = True
+    if failed:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return True
+    return failed
 
 
 def interrupt_once(signum: int, frame: object) -> None:
