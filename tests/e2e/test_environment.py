@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradclip.app.experiments.workers import JOBS_PER_CORE, worker_count
+from gradclip.app.cpus import usable_cpus
+from gradclip.app.experiments.workers import worker_count
 from tests.e2e.cli import run_cli
 from tests.e2e.test_trust import OLD_RUN, SMALL, assert_one_line, gradclip, wait_for
 
@@ -89,10 +90,9 @@ def test_a_double_ctrl_c_prints_exactly_one_line(tmp_path, when):
 
 
 # ----------------------------------------------------------------------- workers
-def test_workers_are_capped_at_the_runs_and_a_multiple_of_the_cores():
-    cores = os.cpu_count() or 1
+def test_workers_are_capped_at_the_runs_and_the_cores():
     assert worker_count(100_000, 1) == 1
-    assert worker_count(100_000, 10**6) == JOBS_PER_CORE * cores
+    assert worker_count(100_000, 10**6) == usable_cpus()
     assert worker_count(3, 2) == 2 and worker_count(1, 50) == 1
 
 
