@@ -115,3 +115,14 @@ def test_a_training_run_off_a_terminal_prints_its_progress(tmp_path, capsys):
     assert [line.split(",")[0] for line in lines] == [f"step {k}/4" for k in range(1, 5)]
     assert all(re.fullmatch(r"step \d/4, loss [0-9.e+-]+, [0-9.e+]+ steps/s, ETA \d+ s", line)
                for line in lines), lines
+
+
+def test_each_run_of_a_grid_says_its_progress_under_its_folder_name(tmp_path):
+    from gradclip.app.experiments.compare import grid_loggers
+
+    run_dir = tmp_path / "rnn-lr0.1-norm_1.0-seed0"
+    metrics, progress = grid_loggers(run_dir, 50, progress=True)
+    assert isinstance(metrics, MetricsLogger) and metrics.every == 50
+    assert isinstance(progress, ProgressLines) and progress.prefix == f"{run_dir.name}: "
+    assert [type(logger) for logger in grid_loggers(run_dir, 50, progress=False)] == [
+        MetricsLogger]

@@ -25,7 +25,7 @@ from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
 from gradclip.app.experiments import compare
 from gradclip.app.experiments.profile import measure, recommend
 from gradclip.app.tasks import task_class
-from gradclip.app.training.loggers import MetricsLogger
+from gradclip.app.training.loggers import MetricsLogger, ProgressLines
 from gradclip.app.training.rundir import remove_folder
 from gradclip.app.training.runs import NewRun
 from gradclip.app.training.setup import clipper_from_spec
@@ -137,7 +137,8 @@ def profile_thresholds(setting: TaskSetting, out: Path) -> Thresholds:
     train = dataclasses.replace(setting.train, clip="none", total_steps=setting.profile_steps,
                                 epochs=None, log_every=0, eval_every=0)
     new = NewRun(setting.options, setting.model, train, folder)
-    _, _, profile = measure(new, [MetricsLogger(folder)])
+    # a progress line at least every 30 s: a text profile is minutes long
+    _, _, profile = measure(new, [MetricsLogger(folder), ProgressLines(f"profile {folder.name}")])
     recommendation = recommend(profile, 90.0, 99.0)
     if recommendation is None:
         return Thresholds(None, None, "no finite norm in the profile: norm:1 and value:0.01")
