@@ -34,7 +34,6 @@ def drawn(monkeypatch):
     figures = {}
 
     def keep(figure, path, dpi):
-        figure.canvas.draw()
         figures[Path(path).name] = figure
 
     monkeypatch.setattr(plots, "save_figure", keep)
@@ -76,7 +75,11 @@ def drawn_tick_labels(axis, coordinate: int) -> list:
 
 def text_boxes(figure) -> list[tuple[str, object]]:
     """(name, window extent) of every title, label, tick label and legend of the figure."""
-    renderer = figure.canvas.get_renderer()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)  # the renderer savefig uses, with the layout it computes
+    canvas.draw()
+    renderer = canvas.get_renderer()
     boxes = []
     if figure._suptitle is not None and figure._suptitle.get_text():
         boxes.append(("suptitle", figure._suptitle.get_window_extent(renderer)))
@@ -141,6 +144,16 @@ def test_compare_figures_read_with_one_colour_per_clip(tmp_path, drawn, count):
         assert_reads(figure, name)
     for name in ("losses.png", "grad_norms.png", "success.png"):
         assert_one_colour_per_strategy(drawn[name], name, count)
+
+
+def test_compare_figures_of_a_single_setting_read(tmp_path, drawn):
+    """One panel, one clip: the narrowest figure, whose title once ran off both edges."""
+    setting = Setting("rnn", None, 0.05, "norm:1.0")
+    plots.plot_compare(tmp_path, {setting: [{"run_dir": fake_run(tmp_path / "run", 0),
+                                             "summary": {"success": True}}]}, [])
+    assert set(drawn) == {"losses.png", "grad_norms.png", "layer_norms.png"}
+    for name, figure in drawn.items():
+        assert_reads(figure, name)
 
 
 @pytest.mark.parametrize("count", sorted(STRATEGY_SETS))
