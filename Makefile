@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint docs docs-figures bench clean
+.PHONY: demo test lint typecheck docs docs-figures bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: $(VENV)/.app-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks examples scripts
 
+# mypy over src/gradclip: strict on the library, basic on app/ (pyproject.toml [tool.mypy]).
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
 # The docs site into site/ (the tests build it again with --strict: tests/contracts/test_docs_site.py).
 docs: $(VENV)/.dev-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
@@ -45,7 +49,7 @@ docs: $(VENV)/.dev-installed
 docs-figures: $(VENV)/.app-installed
 	$(BIN)/python scripts/docs_figures.py
 
-test: $(VENV)/.dev-installed lint
+test: $(VENV)/.dev-installed lint typecheck
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -q
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("target", ["demo", "test", "lint", "docs", "docs-figures", "bench", "clean"])
+@pytest.mark.parametrize("target", ["demo", "test", "lint", "typecheck", "docs", "docs-figures", "bench", "clean"])
 def test_the_makefile_has_the_target(target):
     assert re.search(rf"^{re.escape(target)}:", MAKEFILE, re.M), target
 
@@ -37,3 +37,11 @@ def test_the_torch_index_can_be_set_for_the_cpu_or_a_cuda_build():
         "demo", "TORCH_INDEX=https://download.pytorch.org/whl/cpu")
     assert "--index-url https://example.org/whl/cu126" in dry_run(
         "demo", "TORCH_INDEX=https://example.org/whl/cu126")
+
+
+def test_make_test_runs_the_type_checker_over_the_package():
+    commands = dry_run("test")
+    assert "/nonexistent-venv/bin/mypy" in commands
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^files = \["src/gradclip", "src/gradclip_cli.py"\]$', pyproject, re.M)
+    assert re.search(r"^strict = true$", pyproject, re.M)

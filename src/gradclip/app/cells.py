@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-CELLS: dict[str, tuple[type[nn.RNNBase], dict[str, Any]]] = {
+# the constructor of each cell (nn.RNN/LSTM/GRU take (input_size, hidden_size, ...))
+CELLS: dict[str, tuple[Callable[..., nn.RNNBase], dict[str, Any]]] = {
     "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
     "rnn-relu": (nn.RNN, {"nonlinearity": "relu"}),
     "lstm": (nn.LSTM, {}),

@@ -240,12 +240,12 @@ def _section(kind: type, value: Any, name: str, source: str) -> Any:
         if (isinstance(given, bool) and bool not in allowed) or not isinstance(given, allowed):
             raise UserError(f"corrupt {source}: {name}.{key} must be {_type_words(item.type)}, "
                             f"got {_json_name(given)}")
-        if key in _AT_LEAST_ONE and not (given is not None and given >= 1):
+        if key in _AT_LEAST_ONE and not (isinstance(given, (int, float)) and given >= 1):
             raise UserError(f"corrupt {source}: {name}.{key} must be at least 1, got "
                             f"{_json_name(given)}")
-        if key in _AT_LEAST_ZERO and given < 0:
+        if key in _AT_LEAST_ZERO and isinstance(given, (int, float)) and given < 0:
             raise UserError(f"corrupt {source}: {name}.{key} must be at least 0, got {given}")
-        if key in _RATIOS and not 0 <= given <= 1:
+        if key in _RATIOS and isinstance(given, (int, float)) and not 0 <= given <= 1:
             raise UserError(f"corrupt {source}: {name}.{key} must be in [0, 1], got {given}")
     return kind(**value)
 

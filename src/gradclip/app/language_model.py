@@ -35,6 +35,8 @@ class RecurrentLanguageModel(nn.Module):
     (``run`` carries a state explicitly, for scoring a whole stream).
     """
 
+    windows_done: Tensor  # a buffer (register_buffer), declared for type checkers
+
     def __init__(self, cell: str, vocab_size: int, *, streams: int, windows_per_epoch: int,
                  embed_dim: int = 128, hidden_size: int = 64, layers: int = 1,
                  dropout: float = 0.0):

@@ -126,6 +126,7 @@ class RecurrentModel(nn.Module):
         if vocab_size is not None:
             self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
             input_size = embed_dim
+        self.bidirectional = bidirectional
         directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList(
             RecurrentLayer(cell, input_size if i == 0 else hidden_size * directions,
@@ -152,7 +153,7 @@ class RecurrentModel(nn.Module):
             mask = valid_mask(lengths, outputs.shape[0], outputs.shape[1], outputs.device)
             return masked_max_mean_pool(outputs, mask)
         final_forward = last_valid(outputs, lengths)
-        if len(self.layers[-1].directions) == 1:
+        if not self.bidirectional:
             return final_forward
         hidden = outputs.shape[2] // 2
         return torch.cat([final_forward[:, :hidden], outputs[:, 0, hidden:]], dim=1)

@@ -107,13 +107,14 @@ class TransformerLanguageModel(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.position_embedding = nn.Embedding(context, width)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
+        blocks = [Block(width, heads, dropout) for _ in range(layers)]
+        self.blocks = nn.ModuleList(blocks)
         self.final_norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size, bias=False)
         self.head.weight = self.token_embedding.weight  # tied: one matrix, two uses
         self.apply(initialise)
         residual_std = INIT_STD / math.sqrt(2 * layers)
-        for block in self.blocks:
+        for block in blocks:
             for projection in (block.attention.proj, block.mlp.proj):
                 nn.init.normal_(projection.weight, mean=0.0, std=residual_std)
 

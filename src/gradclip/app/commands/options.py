@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # The parser is built before torch is imported (an instant --help): names only at the top;
 # what needs torch is imported where a command runs.
@@ -52,7 +53,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
-def _number(text: str, kind: type) -> float | int:
+Number = TypeVar("Number", int, float)
+
+
+def _number(text: str, kind: Callable[[str], Number]) -> Number:
     try:
         return kind(text)
     except ValueError:
@@ -249,7 +253,7 @@ def task_default(name: str, help: str) -> str:
     return f"{help} ({'; '.join(shown)})" if shown else help
 
 
-def resolve_task_defaults(args: argparse.Namespace) -> dict[str, object]:
+def resolve_task_defaults(args: argparse.Namespace) -> dict[str, Any]:
     """The value of each task-dependent flag: the one given, else the setting the task
     recommends with the chosen model (``recommended_settings``), else the flag's default
     (``FLAG_DEFAULTS``)."""

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     request = options.new_run(args) if saved is None else None
     try:
         with parallel.process_group():
-            opened = create_run(request, parallel) if saved is None else open_run(
+            opened = create_run(request, parallel) if request is not None else open_run(
                 args.resume, parallel)
             with opened as current:
                 summary = train(current, parallel, args)

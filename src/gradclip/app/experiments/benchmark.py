@@ -76,7 +76,7 @@ def hard_settings(suite: Suite, data: Path | None) -> list[TaskSetting]:
     def steps(full: int) -> int:
         return max(20, round(full * suite.scale))
 
-    sgd = {"optimizer": "sgd", "momentum": 0.9, "device": "cpu", "threads": 1,
+    sgd: dict[str, Any] = {"optimizer": "sgd", "momentum": 0.9, "device": "cpu", "threads": 1,
            "checkpoint_every": 0, "eval_every": 0, "log_every": 50}
     settings = [
         TaskSetting("adding T=10, rnn 64, SGD lr 0.15 (the demo)",

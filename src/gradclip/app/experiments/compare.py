@@ -136,6 +136,7 @@ def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
                 results[futures[future]] = meter.done(future.result())
     grouped: dict[Any, list[dict[str, Any]]] = {key: [] for key in keys}
     for (key, _), result in zip(points, results, strict=True):
+        assert result is not None, "every point was trained or read back above"
         grouped[key].append(result)
     return grouped
 

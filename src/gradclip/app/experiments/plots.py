@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ def moving_average(values: Sequence[float], window: int = SMOOTHING) -> list[flo
     return averages
 
 
-def plot_profile(global_norms: Sequence[float], module_norms: dict[str, Sequence[float]],
+def plot_profile(global_norms: Sequence[float], module_norms: Mapping[str, Sequence[float]],
                  magnitudes: Sequence[float], recommendation: Any, path: Path) -> Path:
     """Three panels: global norm histogram, per-module norm spread, |g| histogram (log x).
 

@@ -132,7 +132,8 @@ def _numpy_state_of_0_1_0() -> contextlib.AbstractContextManager:
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # NumPy 1.x
-        from numpy.core.multiarray import _reconstruct
+        # the same function under NumPy 1.x's module name
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     return torch.serialization.safe_globals(
         [_reconstruct, numpy.ndarray, numpy.dtype, type(numpy.dtype(numpy.uint32))])
 

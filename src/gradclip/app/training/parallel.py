@@ -34,7 +34,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -200,6 +200,7 @@ class DataParallel(Parallel):
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
+        assert isinstance(model, nn.parallel.DistributedDataParallel), "wrap() made it"
         return model.module
 
     def slice_batch(self, batch: Batch) -> tuple[Batch, float]:
@@ -212,6 +213,7 @@ class DataParallel(Parallel):
         return take_rows(batch, part), world_size * part.numel() / rows
 
     def no_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        assert isinstance(model, nn.parallel.DistributedDataParallel), "wrap() made it"
         return contextlib.nullcontext() if last else model.no_sync()
 
     def mean_and_any(self, loss: Tensor, flags: Tensor) -> tuple[Tensor, Tensor]:
@@ -271,13 +273,17 @@ class FullyShardedParallel(DataParallel):
         for layer in list(model.modules())[1:]:
             if isinstance(layer, (nn.RNNBase, nn.Linear, nn.Embedding)):
                 fully_shard(layer, mesh=mesh)
-        return fully_shard(model, mesh=mesh)
+        # fully_shard returns the same module, its class now also an FSDPModule
+        return cast(nn.Module, fully_shard(model, mesh=mesh))
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model
 
     @contextlib.contextmanager
     def _gradient_sync(self, model: nn.Module, enabled: bool) -> Iterator[None]:
+        from torch.distributed.fsdp import FSDPModule
+
+        assert isinstance(model, FSDPModule), "wrap() made it"
         model.set_requires_gradient_sync(enabled)
         try:
             yield
@@ -290,17 +296,17 @@ class FullyShardedParallel(DataParallel):
     def model_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: Path,
                     step: int) -> dict[str, Any]:
         """Write this step's shards with DCP (every rank); gather the full weights."""
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
             get_state_dict,
         )
+        from torch.distributed.checkpoint.state_dict_saver import save
 
         folder = f"{SHARDED_PREFIX}{step:08d}"
         if folder != self.sharded_folder:  # the end of a run saves its last step again
             model_state, optimizer_state = get_state_dict(model, optimizer)
-            dcp.save({"model": model_state, "optimizer": optimizer_state},
+            save({"model": model_state, "optimizer": optimizer_state},
                      checkpoint_id=Path(run_dir) / folder)
             self.sharded_folder = folder
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
@@ -311,13 +317,13 @@ class FullyShardedParallel(DataParallel):
     def load_model_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                          state: dict[str, Any], run_dir: Path) -> None:
         """Read the DCP shards ``checkpoint.pt`` names into the sharded model and optimizer."""
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        from torch.distributed.checkpoint.state_dict_loader import load
 
         folder = shard_folder(run_dir, state.get("sharded"))
         model_state, optimizer_state = get_state_dict(model, optimizer)
-        sharded = {"model": model_state, "optimizer": optimizer_state}
-        dcp.load(sharded, checkpoint_id=folder)
+        sharded: dict[str, Any] = {"model": model_state, "optimizer": optimizer_state}
+        load(sharded, checkpoint_id=folder)
         set_state_dict(model, optimizer, model_state_dict=sharded["model"],
                        optim_state_dict=sharded["optimizer"])
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,9 @@ from gradclip.app.errors import UserError
 from gradclip.app.tasks.base import Batch, Task, seeded_generator
 from gradclip.app.tasks.lm.builtin_text import TEXT as BUILTIN_TEXT
 from gradclip.app.tasks.lm.builtin_text import TITLE as BUILTIN_TITLE
+
+if TYPE_CHECKING:
+    from gradclip.app.language_model import RecurrentLanguageModel
 
 DEFAULT_SEQ_LEN = 50
 TRANSFORMER_SEQ_LEN = 64  # the transformer's context when TaskOptions gives none
@@ -265,7 +268,7 @@ def score_streams(model: nn.Module, streams: Tensor, seq_len: int, device: torch
     streams = streams.to(device)
     for start in range(0, streams.shape[1] - 1, seq_len):
         window = streams[:, start:start + seq_len + 1]
-        logits, state = model.run(window[:, :-1], state)
+        logits, state = cast("RecurrentLanguageModel", model).run(window[:, :-1], state)
         total += summed_cross_entropy(logits, window[:, 1:])
         count += window[:, 1:].numel()
     return total, count

@@ -30,6 +30,8 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -51,6 +53,8 @@ def split_inputs(inputs: Tensor) -> tuple[Tensor, Tensor]:
 
 class WideDeepModel(nn.Module):
     """Recurrent reader + hashed n-gram linear path, trained and blended as the module doc says."""
+
+    idf: Tensor  # a buffer (register_buffer), declared for type checkers
 
     def __init__(self, cell: str, output_size: int, *, vocab_size: int, pad_id: int,
                  buckets: int, embed_dim: int = 128, hidden_size: int = 64, layers: int = 1,
@@ -98,9 +102,10 @@ class WideDeepModel(nn.Module):
         own_groups = {"wide.weight", "wide_bias"}
         rest = [parameter for name, parameter in self.named_parameters()
                 if name not in own_groups]
-        groups = [{"params": rest},
-                  {"params": [self.wide.weight], "lr": lr * self.wide_lr_scale,
-                   "eps": self.wide_eps, "weight_decay": 0.0}]
+        groups: list[dict[str, Any]] = [{"params": rest},
+                                        {"params": [self.wide.weight],
+                                         "lr": lr * self.wide_lr_scale,
+                                         "eps": self.wide_eps, "weight_decay": 0.0}]
         if self.wide_bias is not None:
             groups.append({"params": [self.wide_bias], "lr": lr * self.wide_bias_lr_scale,
                            "weight_decay": 0.0})

@@ -19,8 +19,10 @@ the plain recurrent model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,7 @@ def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def _csv_format(settings: dict[str, Any]) -> dict[str, str]:
+def _csv_format(settings: dict[str, Any]) -> dict[str, Any]:
     """``read_comments``'s text column and delimiter from task settings (older runs: none)."""
     return {"text_column": settings.get("text_column") or TEXT_COLUMN,
             "delimiter": settings.get("delimiter") or ","}
@@ -214,7 +216,7 @@ class TextTask(Task):
         """Hash buckets of the wide path; 0 for runs that predate it (no wide path)."""
         return int(self.settings.get("ngram_buckets", 0))
 
-    def encode(self, texts: list[str]) -> Tensor | list[list[int]]:
+    def encode(self, texts: list[str]) -> list[Any]:
         """Model inputs of texts: token ids per row, plus n-gram codes with a wide path."""
         token_ids = encode_texts(self.tokenizer, texts, self.max_len)
         if not self.buckets:
@@ -319,9 +321,9 @@ class TextTask(Task):
         """
         pos_weight = self.pos_weight.to(outputs.device)
         paths = outputs.split(self.output_size, dim=1)
-        return sum(F.binary_cross_entropy_with_logits(logits, batch.targets,
-                                                      pos_weight=pos_weight)
-                   for logits in paths)
+        return functools.reduce(operator.add, (
+            F.binary_cross_entropy_with_logits(logits, batch.targets, pos_weight=pos_weight)
+            for logits in paths))
 
     # --- scoring --------------------------------------------------------------------------
 
