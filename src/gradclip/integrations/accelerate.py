@@ -25,7 +25,7 @@ from gradclip.stats import ClipStats
 from gradclip.strategies.base import Clipper
 from gradclip.strategies.spec import from_spec
 
-__all__ = ["unscale_and_clip_"]
+__all__ = ["unscale_and_clip_"]  # the public name (docs/stability.md)
 
 
 def unscale_and_clip_(

@@ -38,6 +38,10 @@ from gradclip.stats import ClipStats
 from gradclip.strategies.base import Clipper
 from gradclip.strategies.spec import from_spec
 
+__all__ = ["GradClipCallback", "GradClipMixin"]  # the public names (docs/stability.md)
+# built on first access (module __getattr__): the framework is an optional extra
+GradClipCallback: type
+
 CHECKPOINT_KEY = "gradclip_clipper"
 
 

@@ -50,6 +50,10 @@ from gradclip.stats import ClipStats
 from gradclip.strategies.base import Clipper
 from gradclip.strategies.spec import spec_string
 
+__all__ = ["GradClipCallback"]  # the public name (docs/stability.md)
+# built on first access (module __getattr__): the framework is an optional extra
+GradClipCallback: type
+
 INSTALL_HINT = "pip install 'gradclip[transformers]'"
 TENSOR_TAG = "__tensor__"
 
