@@ -20,7 +20,7 @@ from torch import nn
 
 pytest.importorskip("accelerate")
 from accelerate import Accelerator  # noqa: E402
-from accelerate.state import AcceleratorState  # noqa: E402
+from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 
 import gradclip  # noqa: E402
 from gradclip.integrations.accelerate import unscale_and_clip_  # noqa: E402
@@ -33,8 +33,13 @@ ROWS, STEPS = 32, 4
 Clip = Callable[[Accelerator, nn.Module, torch.optim.Optimizer], object]
 
 
-def new_accelerator(mixed_precision: str = MIXED) -> Accelerator:
+def reset_accelerate() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def new_accelerator(mixed_precision: str = MIXED) -> Accelerator:
+    reset_accelerate()
     return Accelerator(mixed_precision=mixed_precision, cpu=not ON_CUDA)
 
 
@@ -42,7 +47,7 @@ def new_accelerator(mixed_precision: str = MIXED) -> Accelerator:
 def fresh_accelerator_state():
     # Accelerator's state is process-wide: no test sees another's (nor the Trainer tests')
     yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate()
 
 
 def batches(rank: int = 0, world_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -139,6 +144,7 @@ def assert_same(found, expected) -> None:
 
 
 def test_it_refuses_to_clip_between_micro_batches():
+    reset_accelerate()
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
     model = accelerator.prepare(nn.Linear(2, 1))
     with accelerator.accumulate(model):  # the first of two micro-batches

@@ -1,7 +1,7 @@
 """🤗 Accelerate custom loops: unscale, clip with any gradclip strategy, skip for real.
 
 Where a loop written with Accelerate calls ``accelerator.clip_grad_norm_(params, 1.0)``, call
-:func:`unscale_and_clip_` with a strategy instead: it unscales fp16 AMP gradients
+`unscale_and_clip_` with a strategy instead: it unscales fp16 AMP gradients
 (``accelerator.unscale_gradients``, a no-op without fp16), runs the strategy on the true
 gradients, and on a skipped step drops every gradient, so that ``optimizer.step()`` leaves
 weights and optimizer state alone (and, under fp16, the scaler still steps and updates as
