@@ -3,6 +3,9 @@
 Reference: accelerate's own ``Accelerator.clip_grad_norm_`` (accelerate 1.x). Mixed precision
 is fp16 where CUDA is there (a real GradScaler to unscale) and bf16 on CPU, where accelerate
 applies no fp16 (``Accelerator(mixed_precision="fp16", cpu=True)`` runs in fp32, no scaler).
+On CPU the fp16 loss-scaling path is also emulated, as tests/integrations/test_transformers.py
+does: the accelerator is handed a CPU GradScaler, which its backward, unscale and optimizer
+step then use.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from tests.distributed.spawn import run_on_two_ranks  # noqa: E402
 ON_CUDA = torch.cuda.is_available()
 MIXED = "fp16" if ON_CUDA else "bf16"
 ROWS, STEPS = 32, 4
+# "amp": fp16 on CUDA, bf16 autocast on CPU; "scaler": fp16 loss scaling, emulated on CPU
+PRECISIONS = ["amp"] if ON_CUDA else ["amp", "scaler"]
 
 Clip = Callable[[Accelerator, nn.Module, torch.optim.Optimizer], object]
 
@@ -40,6 +45,13 @@ def reset_accelerate() -> None:
 
 def new_accelerator(mixed_precision: str = MIXED) -> Accelerator:
     reset_accelerate()
+    if mixed_precision == "amp":
+        mixed_precision = MIXED
+    if mixed_precision == "scaler":
+        accelerator = Accelerator(mixed_precision="fp16", cpu=True)
+        accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        accelerator.native_amp = True
+        return accelerator
     return Accelerator(mixed_precision=mixed_precision, cpu=not ON_CUDA)
 
 
@@ -50,11 +62,12 @@ def fresh_accelerator_state():
     reset_accelerate()
 
 
-def batches(rank: int = 0, world_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(rank: int = 0, world_size: int = 1, steps: int = STEPS
+            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The same ``ROWS``-row batches for every world size; rank ``r`` takes rows ``r::N``."""
     generator = torch.Generator().manual_seed(1)
     out = []
-    for _ in range(STEPS):
+    for _ in range(steps):
         x = torch.randn(ROWS, 8, generator=generator) * 10  # gradient norms well above 1
         y = torch.randn(ROWS, 1, generator=generator)
         out.append((x[rank::world_size], y[rank::world_size]))
@@ -87,15 +100,16 @@ def gradclip_clip(clipper, accelerator, model, optimizer):
     return unscale_and_clip_(accelerator, optimizer, model, clipper)
 
 
-def test_norm_clip_equals_accelerate_clip_grad_norm_to_the_bit():
-    expected = train(new_accelerator(), accelerate_clip)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_norm_clip_equals_accelerate_clip_grad_norm_to_the_bit(precision):
+    expected = train(new_accelerator(precision), accelerate_clip)
     clipper = gradclip.NormClip(1.0)
     clipped = []
 
     def clip(accelerator, model, optimizer):
         clipped.append(bool(gradclip_clip(clipper, accelerator, model, optimizer).clipped))
 
-    found = train(new_accelerator(), clip)
+    found = train(new_accelerator(precision), clip)
     assert any(clipped)  # the comparison is about clipped steps
     assert found.keys() == expected.keys()
     assert all(torch.equal(found[k], expected[k]) for k in expected)
@@ -112,7 +126,9 @@ def test_a_spec_string_and_named_parameters_are_accepted():
     gradclip.NormClip(1.0, nonfinite="skip"),
     gradclip.SpikeSkip(nonfinite="skip"),
 ], ids=["norm-skip", "spikeskip"])
-def test_a_skipped_step_leaves_weights_and_optimizer_state_untouched(clipper):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_nonfinite_skipped_step_leaves_weights_and_optimizer_state_untouched(clipper,
+                                                                               precision):
     data = batches()
     data[2] = (torch.full_like(data[2][0], math.nan), data[2][1])  # a non-finite step
     seen: list[tuple[dict, dict, bool]] = []
@@ -123,12 +139,33 @@ def test_a_skipped_step_leaves_weights_and_optimizer_state_untouched(clipper):
         stats = unscale_and_clip_(accelerator, optimizer, model, clipper)
         seen.append((*before, bool(stats.skipped)))
 
-    final = train(new_accelerator(), clip, data)
+    final = train(new_accelerator(precision), clip, data)
     assert [skipped for _, _, skipped in seen] == [False, False, True, False]
     (optimizer_before, weights_before, _), (optimizer_after, weights_after, _) = seen[2:]
     assert_same(optimizer_after, optimizer_before)
     assert_same(weights_after, weights_before)
     assert all(torch.isfinite(value).all() for value in final.values())
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_finite_spike_skipped_by_spikeskip_leaves_the_step_out(precision):
+    # finite gradients, so under fp16 the scaler finds no inf: the skip is gradclip's alone
+    data = batches(steps=26)
+    data[24] = (data[24][0], data[24][1] * 1000)  # targets far off: a gradient spike
+    clipper = gradclip.SpikeSkip(window=19)
+    seen: list[tuple[dict, dict, bool]] = []
+
+    def clip(accelerator, model, optimizer):
+        before = (copy.deepcopy(optimizer.state_dict()), copy.deepcopy(model.state_dict()))
+        stats = unscale_and_clip_(accelerator, optimizer, model, clipper)
+        seen.append((*before, bool(stats.skipped)))
+
+    train(new_accelerator(precision), clip, data)
+    assert [index for index, (_, _, skipped) in enumerate(seen) if skipped] == [24]
+    (optimizer_before, weights_before, _), (optimizer_after, weights_after, _) = seen[24:]
+    assert_same(optimizer_after, optimizer_before)
+    assert_same(weights_after, weights_before)
+    assert optimizer_after["state"][0]["step"] == 24  # the other 24 steps did step
 
 
 def assert_same(found, expected) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from gradclip.integrations.transformers import clip_or_skip_
 from gradclip.parameters import NamedTensor
@@ -33,6 +33,8 @@ def unscale_and_clip_(
     optimizer: Any,
     parameters: nn.Module | Iterable[NamedTensor],
     clipper: Clipper | str,
+    *,
+    loss: Tensor | None = None,
 ) -> ClipStats:
     """Unscale the gradients of ``optimizer``, then clip them with ``clipper``; once per step.
 
@@ -48,6 +50,8 @@ def unscale_and_clip_(
         parameters: the prepared model, or its ``named_parameters()`` (names make
             ``nonfinite="error"`` name the layer).
         clipper: a gradclip strategy or a spec string (``"zclip"``, ``"norm:1.0"``).
+        loss: this step's loss (detached is fine), for the strategies that read it
+            (``SpikeSkip`` also skips a step whose loss is an outlier).
 
     Returns:
         This step's ``ClipStats``; ``stats.skipped`` or ``clipper.must_skip(stats)`` says
@@ -67,5 +71,5 @@ def unscale_and_clip_(
     strategy = from_spec(clipper) if isinstance(clipper, str) else clipper
     named = parameters.named_parameters() if isinstance(parameters, nn.Module) else parameters
     accelerator.unscale_gradients(optimizer)
-    stats, _ = clip_or_skip_(named, strategy)
+    stats, _ = clip_or_skip_(named, strategy, loss)
     return stats

@@ -43,6 +43,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from gradclip.integrations.lightning import as_clipper
 from gradclip.parameters import NamedTensor
@@ -144,7 +145,7 @@ def unscale_once_(optimizer: Any) -> None:
 
 
 def clip_or_skip_(
-    named_parameters: Iterable[NamedTensor], clipper: Clipper
+    named_parameters: Iterable[NamedTensor], clipper: Clipper, loss: Tensor | None = None
 ) -> tuple[ClipStats, bool]:
     """Run ``clipper`` on the gradients; when the step must be skipped, drop every gradient.
 
@@ -157,6 +158,7 @@ def clip_or_skip_(
     Args:
         named_parameters: ``model.named_parameters()``.
         clipper: the strategy.
+        loss: this step's loss, for the strategies that read it (``SpikeSkip``).
 
     Returns:
         The stats and whether the step is skipped (``Clipper.must_skip``).
@@ -165,7 +167,7 @@ def clip_or_skip_(
         RuntimeError: a non-finite gradient under ``nonfinite="error"``.
     """
     named = list(named_parameters)
-    stats = clipper.clip_(named)
+    stats = clipper.clip_(named, loss=loss)
     skipped = clipper.must_skip(stats)
     if skipped:
         for _, param in named:
