@@ -75,9 +75,14 @@ def test_benchmark_runs_one_thread_each_and_at_most_one_job_per_core(monkeypatch
         assert setting.train.threads == 1, setting.label
 
 
-def test_the_console_script_makes_openmp_wait_passively_before_torch_loads():
-    code = ("import os, sys\nimport gradclip_cli\nsys.argv = ['gradclip', '--version']\n"
-            "try:\n    gradclip_cli.main()\nexcept SystemExit:\n    pass\n"
+@pytest.mark.parametrize("entry", [
+    "import gradclip_cli\ngradclip_cli.main()",  # the gradclip command
+    "import runpy\nrunpy.run_module('gradclip', run_name='__main__')",  # python -m gradclip
+])
+def test_the_command_line_makes_openmp_wait_passively_before_torch_loads(entry):
+    code = ("import os, sys\nsys.argv = ['gradclip', '--version']\ntry:\n"
+            + "".join(f"    {line}\n" for line in entry.splitlines())
+            + "except SystemExit:\n    pass\n"
             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
     environ = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
     environ["PYTHONPATH"] = os.pathsep.join([str(SRC), environ.get("PYTHONPATH", "")])
