@@ -91,3 +91,9 @@ def test_the_deprecation_the_policy_shows_is_the_one_the_code_emits():
             def clip_(self, parameters):
                 raise NotImplementedError
     assert "add 'loss=None' to its signature" in (ROOT / "docs/stability.md").read_text()
+
+
+def test_the_install_story_names_the_wheel_of_this_version():
+    page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    wheels = set(re.findall(r"gradclip-(\d+\.\d+\.\d+)-py3-none-any\.whl", page))
+    assert wheels == {gradclip.__version__}
