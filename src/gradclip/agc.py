@@ -101,15 +101,11 @@ def local_unit_norms(tensors: Sequence[Tensor]) -> list[Tensor]:
     Returns:
         For each tensor, in order, what ``unitwise_norm`` gives.
     """
-    norms: list[Tensor | None] = [None] * len(tensors)
     whole = [i for i, t in enumerate(tensors) if t.squeeze().ndim <= 1]
-    for i, norm in zip(whole, per_tensor_norms([tensors[i] for i in whole], 2.0, None,
-                                               input_order=True), strict=True):
-        norms[i] = norm
-    for i, tensor in enumerate(tensors):
-        if norms[i] is None:
-            norms[i] = unitwise_norm(tensor)
-    return norms  # type: ignore[return-value]
+    whole_norms = dict(zip(whole, per_tensor_norms([tensors[i] for i in whole], 2.0, None,
+                                                   input_order=True), strict=True))
+    return [whole_norms[i] if i in whole_norms else unitwise_norm(tensor)
+            for i, tensor in enumerate(tensors)]
 
 
 def agc_coefficient(grad_norm: Tensor, param_norm: Tensor, clipping: float | Tensor, eps: float) -> Tensor:

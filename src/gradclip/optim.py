@@ -75,15 +75,15 @@ class ClippedOptimizer(torch.optim.Optimizer):
 
     # Optimizer's attributes become read-only properties that forward to the wrapped optimizer.
     @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]  # forwards
         return self.optimizer.param_groups
 
     @property
-    def state(self) -> Any:  # type: ignore[override]
+    def state(self) -> Any:  # type: ignore[override]  # forwards
         return self.optimizer.state
 
     @property
-    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]  # forwards
         return self.optimizer.defaults
 
     def parameters(self) -> list[Tensor]:

@@ -185,6 +185,7 @@ def check_norm_type(norm_type: object) -> float:
         except ValueError:
             raise ValueError(f"norm_type must be a number or 'inf', got {norm_type!r}") from None
     try:
+        # any object: float() raises the TypeError torch's own float() call would
         return float(norm_type)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise TypeError(

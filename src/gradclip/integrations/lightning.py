@@ -193,6 +193,7 @@ class GradClipMixin:
     def on_before_backward(self, loss: Tensor) -> None:
         """Add each backpropagated loss of the window (``SpikeSkip`` watches their sum)."""
         self._loss_window().add(loss)
+        # the LightningModule after the mixin in the MRO defines it; the mixin alone does not
         super().on_before_backward(loss)  # type: ignore[misc]
 
     def _loss_window(self) -> LossWindow:
@@ -204,6 +205,7 @@ class GradClipMixin:
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the clipper's ``state_dict()`` into Lightning's checkpoint."""
         checkpoint[CHECKPOINT_KEY] = as_clipper(self.clipper).state_dict()
+        # the LightningModule after the mixin in the MRO defines it; the mixin alone does not
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -211,6 +213,7 @@ class GradClipMixin:
         if CHECKPOINT_KEY in checkpoint:
             self.clipper = as_clipper(self.clipper)
             self.clipper.load_state_dict(checkpoint[CHECKPOINT_KEY])
+        # the LightningModule after the mixin in the MRO defines it; the mixin alone does not
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
 
 

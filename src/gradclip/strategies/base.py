@@ -45,6 +45,7 @@ class Clipper(ABC):
         super().__init_subclass__(**kwargs)
         clip = cls.__dict__.get("clip_")
         if clip is not None and "loss" not in inspect.signature(clip).parameters:
+            # the deprecation path (docs/stability.md): the old signature, wrapped
             cls.clip_ = _accepting_loss(cls, clip)  # type: ignore[method-assign]
 
     @abstractmethod

@@ -50,7 +50,7 @@ class Chain(Clipper):
 
     # Clipper's plain attribute becomes a read-only property: the members hold the policies.
     @property
-    def nonfinite(self) -> str:  # type: ignore[override]
+    def nonfinite(self) -> str:  # type: ignore[override]  # the members decide
         """The strongest of the members' policies: ``skip``, then ``error``, then ``propagate``."""
         policies = {clipper.nonfinite for clipper in self.clippers}
         return next(policy for policy in ("skip", "error", "propagate") if policy in policies)
