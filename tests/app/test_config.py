@@ -27,9 +27,9 @@ def test_config_written_by_0_1_0_parses_and_serialises_to_the_same_json():
 
 @pytest.mark.parametrize(("section", "key", "value", "message"), [
     ("model", "hidden_size", "abc", r"model\.hidden_size must be an integer, got the string 'abc'"),
-    ("model", "bidirectional", 1, r"model\.bidirectional must be true or false, got int"),
+    ("model", "bidirectional", 1, r"model\.bidirectional must be true or false, got 1"),
     ("train", "lr", None, r"train\.lr must be a number, got null"),
-    ("train", "total_steps", 2.5, r"train\.total_steps must be an integer or null, got float"),
+    ("train", "total_steps", 2.5, r"train\.total_steps must be an integer or null, got 2.5"),
 ])
 def test_a_hand_edited_field_of_the_wrong_type_is_named_in_one_line(section, key, value,
                                                                     message):

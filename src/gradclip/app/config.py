@@ -22,6 +22,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gradclip.app.bounds import check, shown_value
+from gradclip.app.choices import (
+    AMP_MODES,
+    MODEL_NAMES,
+    NONFINITE_POLICIES,
+    OPTIMIZERS,
+    PARALLEL_MODES,
+    SCHEDULES,
+)
 from gradclip.app.errors import UserError
 
 DEFAULT_STEPS = 2000
@@ -201,9 +210,7 @@ class RunConfig:
         """
         if not isinstance(data, dict) or not {"task", "model", "train"} <= data.keys():
             raise UserError(f"corrupt {source}: expected the keys task, model and train")
-        task = data["task"]
-        if not isinstance(task, dict) or not isinstance(task.get("name"), str):
-            raise UserError(f"corrupt {source}: task must be an object with a name")
+        task = check_task_settings(data["task"], source)
         distributed = data.get("distributed")
         return cls(
             task=task,
@@ -222,14 +229,29 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Keys added after 0.1.0, with the value that means what older runs did (they lack the key).
+_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "train": {"keep_best": False, "warmup_steps": 0, "min_lr_ratio": 0.0},
+    "model": {"heads": 0},
+}
+
+# Fixed once a run is stored (``null`` only in a request).
+_STORED_AS_NUMBER = {"total_steps"}
+
+# The enumerated settings: the values the flags offer (``gradclip.app.choices``).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "cell": MODEL_NAMES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES,
+    "nonfinite": NONFINITE_POLICIES, "mode": PARALLEL_MODES[1:]}
+
+
 def _section(kind: type, value: Any, name: str, source: str) -> Any:
-    """One dataclass from a JSON object, every field present and of its declared type."""
+    """One dataclass from a JSON object, every field present, of its type and in its range."""
     if not isinstance(value, dict):
-        raise UserError(f"corrupt {source}: {name} must be an object, got {_json_name(value)}")
+        raise UserError(f"corrupt {source}: {name} must be an object, got {shown_value(value)}")
     expected = {item.name: item for item in fields(kind)}
     unknown = sorted(set(value) - set(expected))
     if unknown:
-        raise UserError(f"corrupt {source}: unknown key {name}.{unknown[0]}")
+        raise UserError(f"corrupt {source}: unknown key {name}.{unknown[0][:40]}")
     for key, item in expected.items():
         if key not in value and key in _ADDED_LATER.get(name, {}):
             value = {**value, key: _ADDED_LATER[name][key]}  # a run from before the key
@@ -239,41 +261,41 @@ def _section(kind: type, value: Any, name: str, source: str) -> Any:
         given = value[key]
         if (isinstance(given, bool) and bool not in allowed) or not isinstance(given, allowed):
             raise UserError(f"corrupt {source}: {name}.{key} must be {_type_words(item.type)}, "
-                            f"got {_json_name(given)}")
-        if key in _AT_LEAST_ONE and not (isinstance(given, (int, float)) and given >= 1):
-            raise UserError(f"corrupt {source}: {name}.{key} must be at least 1, got "
-                            f"{_json_name(given)}")
-        if key in _AT_LEAST_ZERO and isinstance(given, (int, float)) and given < 0:
-            raise UserError(f"corrupt {source}: {name}.{key} must be at least 0, got {given}")
-        if key in _RATIOS and isinstance(given, (int, float)) and not 0 <= given <= 1:
-            raise UserError(f"corrupt {source}: {name}.{key} must be in [0, 1], got {given}")
+                            f"got {shown_value(given)}")
+        problem = _value_problem(key, given)
+        if problem:
+            raise UserError(f"corrupt {source}: {name}.{key} {problem}")
     return kind(**value)
 
 
-# Keys added after 0.1.0, with the value that means what older runs did (they lack the key).
-_ADDED_LATER: dict[str, dict[str, Any]] = {
-    "train": {"keep_best": False, "warmup_steps": 0, "min_lr_ratio": 0.0},
-    "model": {"heads": 0},
-}
+def _value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a stored ``value`` of ``key`` (its bound, its choices), or ``None``."""
+    if value is None:
+        return "must be set" if key in _STORED_AS_NUMBER else None
+    if key in CHOICES and value not in CHOICES[key]:
+        return f"must be one of {', '.join(CHOICES[key])}, got {shown_value(value)}"
+    return check(key, value)
 
-# Sizes and counts a stored run needs to be at least 1 (total_steps is fixed once stored).
-_AT_LEAST_ONE = {"hidden_size", "layers", "embed_dim", "batch_size", "accumulate", "threads",
-                 "total_steps", "world_size"}
-_AT_LEAST_ZERO = {"warmup_steps", "heads"}
-_RATIOS = {"min_lr_ratio"}
+
+def check_task_settings(task: Any, source: str = "config.json") -> dict[str, Any]:
+    """The ``task`` section: an object with a known ``name``, each bounded setting in range.
+
+    What a task alone knows (its labels, the length of ``pos_weight``) its ``from_config``
+    checks.
+
+    Raises:
+        UserError: one line naming ``task.<key>``.
+    """
+    if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+        raise UserError(f"corrupt {source}: task must be an object with a name")
+    for key, value in task.items():
+        problem = check(key, value)
+        if problem:
+            raise UserError(f"corrupt {source}: task.{key} {problem}")
+    return task
 
 
 def _type_words(annotation: Any) -> str:
     words = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
              "int | None": "an integer or null", "float | None": "a number or null"}
     return words[str(annotation)]
-
-
-def _json_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value!r}" if len(value) < 40 else "a string"
-    return type(value).__name__

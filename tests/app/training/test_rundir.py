@@ -16,7 +16,8 @@ from gradclip.app.training.checkpoint import (
     save_checkpoint,
 )
 from gradclip.app.training.loggers import MetricsLogger
-from gradclip.app.training.rundir import json_safe, read_metrics
+from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.rundir import json_safe
 from gradclip.app.training.runs import read_config
 
 
@@ -32,7 +33,9 @@ def test_resumed_log_drops_records_after_the_checkpointed_step_and_torn_lines(tm
 
 
 def test_checkpoint_round_trip_leaves_no_temporary_file(tmp_path):
-    save_checkpoint(tmp_path, {"model": {"w": torch.ones(2)}, "optimizer": {}, "step": 7})
+    save_checkpoint(tmp_path, {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {},
+                               "clipper": {}, "step": 7, "next_batch_index": 7,
+                               "counters": {"step": 7}, "rng": rng_states()})
     assert load_checkpoint(tmp_path)["step"] == 7
     assert [path.name for path in tmp_path.iterdir()] == ["checkpoint.pt"]
 

@@ -16,7 +16,7 @@ from gradclip.app.errors import TrainingError, UserError
 from gradclip.app.tasks.adding import AddingTask
 from gradclip.app.tasks.base import Batch
 from gradclip.app.training.loggers import MetricsLogger, StepLogger
-from gradclip.app.training.rundir import read_metrics
+from gradclip.app.training.metrics_log import read_metrics
 from gradclip.app.training.trainer import Trainer
 from gradclip.monitor import GradientMonitor
 

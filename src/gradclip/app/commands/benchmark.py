@@ -46,10 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: runs/benchmark-<suite>-<time>); an "
                              "existing one is resumed")
-    parser.add_argument("--jobs", type=options.positive_int, default=min(2, usable_cpus()),
+    parser.add_argument("--jobs", type=options.bounded("jobs"), default=min(2, usable_cpus()),
                         help="runs trained in parallel processes, one thread each (at most "
                              "the CPUs)")
-    parser.add_argument("--seeds", type=options.positive_int, default=None,
+    parser.add_argument("--seeds", type=options.bounded("seeds"), default=None,
                         help="seeds per run (default: the suite's)")
     parser.set_defaults(run=run)
 

@@ -50,24 +50,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # default None, not the string: argparse would check the default specs (importing torch)
     group.add_argument("--clips", type=options.clip_list, default=None,
                        help=f"comma-separated clipping specs to compare (default: {DEFAULT_CLIPS})")
-    group.add_argument("--seeds", type=options.positive_int, default=3,
+    group.add_argument("--seeds", type=options.bounded("seeds"), default=3,
                        help="seeds per setting: --seed, --seed + 1, ...")
     options.add_seed_option(group, "first seed")
-    group.add_argument("--seq-lens", type=options.comma_list(options.positive_int, "lengths"),
+    group.add_argument("--seq-lens", type=options.comma_list(options.bounded("seq_len"), "lengths"),
                        default=None, help="comma-separated sequence lengths (default: --seq-len)")
     group.add_argument("--lrs", type=options.comma_list(options.learning_rate, "learning rates"),
                        default=None, help="comma-separated learning rates (default: --lr)")
     group.add_argument("--models", type=options.comma_list(options.model_name, "models"), default=None,
                        help="comma-separated models, e.g. rnn,lstm (default: --model)")
-    group.add_argument("--jobs", type=options.positive_int, default=min(2, usable_cpus()),
+    group.add_argument("--jobs", type=options.bounded("jobs"), default=min(2, usable_cpus()),
                        help="runs trained in parallel processes (at most the CPUs; each gets "
                             "--threads, cut so that jobs x threads <= CPUs)")
     group.add_argument("--out", type=Path, default=None,
                        help="output folder (default: runs/compare-<task>-<time>)")
     options.add_device_options(group, device="cpu")
-    group.add_argument("--log-every", type=options.nonnegative_int, default=50,
+    group.add_argument("--log-every", type=options.bounded("log_every"), default=50,
                        help="per-layer norms and monitor report every N steps (0: never)")
-    group.add_argument("--eval-every", type=options.nonnegative_int, default=0,
+    group.add_argument("--eval-every", type=options.bounded("eval_every"), default=0,
                        help="score the validation set every N steps (0: only at the end)")
     # --clip (one spec, a train flag) would be silently replaced by --clips: refuse it
     parser.set_defaults(run=run, check=refuse_single_clip, steps=DEFAULT_STEPS, clip=None)

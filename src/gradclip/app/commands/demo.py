@@ -24,12 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=options.HelpFormatter, description=__doc__.split("\n")[0].replace("``", "") + "\n\n" + TITLE)
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: runs/demo-<time>)")
-    parser.add_argument("--steps", type=options.positive_int, default=4000,
+    parser.add_argument("--steps", type=options.bounded("total_steps"), default=4000,
                         help="optimizer steps per run")
-    parser.add_argument("--seeds", type=options.positive_int, default=3, help="seeds per strategy")
+    parser.add_argument("--seeds", type=options.bounded("seeds"), default=3, help="seeds per strategy")
     parser.add_argument("--clips", type=options.label_list, default=",".join(STRATEGIES),
                         help="comma-separated clipping specs to compare")
-    parser.add_argument("--workers", type=options.positive_int, default=2,
+    parser.add_argument("--workers", type=options.bounded("workers"), default=2,
                         help="runs trained in parallel, one CPU thread each (at most the "
                              "CPUs)")
     parser.add_argument("--quick", action="store_true",

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 # The parser is built before torch is imported (an instant --help): names only at the top;
 # what needs torch is imported where a command runs.
+from gradclip.app.bounds import BOUNDS
 from gradclip.app.choices import (
     AMP_MODES,
-    FLOAT32_MAX,
     MODEL_NAMES,
     NONFINITE_POLICIES,
     OPTIMIZERS,
@@ -38,8 +37,6 @@ from gradclip.app.tasks import TASKS
 if TYPE_CHECKING:
     from gradclip.app.training.runs import NewRun
 
-SEED_MAX = 2**63 - 1
-VOCAB_RANGE = (100, 10**7)
 PROGRESS = {"auto": None, "always": True, "never": False}
 
 
@@ -59,23 +56,14 @@ Number = TypeVar("Number", int, float)
 def _number(text: str, kind: Callable[[str], Number]) -> Number:
     try:
         return kind(text)
-    except ValueError:
+    except ValueError:  # not a number, or more digits than Python converts
         name = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {name}, got {_quoted(text)}") from None
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
-    return value
+def _quoted(text: str) -> str:
+    """The text of a flag as an error quotes it (a long one cut short)."""
+    return repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text)} characters)"
 
 
 def positive_float(text: str) -> float:
@@ -85,53 +73,29 @@ def positive_float(text: str) -> float:
     return value
 
 
-def learning_rate(text: str) -> float:
-    """A positive number within float32's range (the weights are float32)."""
-    value = positive_float(text)
-    if value > FLOAT32_MAX:
-        raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.4g} (float32's "
-                                         f"largest number), got {text}")
-    return value
+def bounded(name: str):
+    """argparse type: a number within ``BOUNDS[name]``, the range ``config.json`` is held to.
+
+    The same ``Bound`` checks the value read back from a run folder (``RunConfig.from_dict``),
+    so the flag and the stored value have one definition.
+    """
+    bound = BOUNDS[name]
+
+    def parse(text: str) -> float | int:
+        value = _number(text, bound.kind)
+        if not bound.admits(value):
+            shown = text if len(text) <= 40 else _quoted(text)
+            raise argparse.ArgumentTypeError(f"must be {bound.describe()}, got {shown}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in its own messages
+    return parse
 
 
-def int_between(text: str, low: int, high: int, shown: str, why: str = "") -> int:
-    """An integer in ``low .. high`` (``shown``: the range as the error message says it)."""
-    value = _number(text, int)
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"must be between {shown}{why}, got {text}")
-    return value
-
-
-def seed(text: str) -> int:
-    """A seed in ``0 .. 2**63 - 1`` (what ``torch.manual_seed`` takes)."""
-    return int_between(text, 0, SEED_MAX, "0 and 2**63 - 1")
-
-
-def threads(text: str) -> int:
-    """CPU threads in ``1 .. 4 x`` this machine's CPU count."""
-    cpus = os.cpu_count() or 1
-    return int_between(text, 1, 4 * cpus, f"1 and {4 * cpus}", f" (4 x the {cpus} CPUs here)")
-
-
-def vocab_size(text: str) -> int:
-    """A tokenizer vocabulary size in ``100 .. 10**7``."""
-    low, high = VOCAB_RANGE
-    return int_between(text, low, high, f"{low} and {high:,}")
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text, float)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+learning_rate = bounded("lr")
+seed = bounded("seed")
+threads = bounded("threads")
+vocab_size = bounded("vocab_size")
 
 
 def label_list(text: str) -> list[str]:
@@ -178,12 +142,6 @@ def model_name(text: str) -> str:
     return text
 
 
-def ratio(text: str) -> float:
-    """A number in [0, 1]."""
-    value = _number(text, float)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
 
 
 def clip_list(text: str) -> list[str]:
@@ -215,7 +173,7 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", type=Path, help="CSV in the Jigsaw toxic-comment format "
                        "(comment_text + label columns): the data of --task text; --task lm "
                        "models its comments unless --text-file is given")
-    group.add_argument("--seq-len", type=positive_int, default=None, help=task_default(
+    group.add_argument("--seq-len", type=bounded("seq_len"), default=None, help=task_default(
         "seq_len", "sequence length T of the synthetic tasks, window length of lm (default: "
         "10 for adding, 20 for temporal-order, 50 for lm)"))
     group.add_argument("--labels", type=label_list, default=None,
@@ -228,9 +186,9 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
                             "default: ,)")
     group.add_argument("--vocab-size", type=vocab_size, default=20000,
                        help="tokenizer vocabulary size, learnt from the training split (text)")
-    group.add_argument("--max-len", type=positive_int, default=256,
+    group.add_argument("--max-len", type=bounded("max_len"), default=256,
                        help="tokens kept per comment (text)")
-    group.add_argument("--val-fraction", type=fraction, default=0.1,
+    group.add_argument("--val-fraction", type=bounded("val_fraction"), default=0.1,
                        help="fraction of the rows held out for validation, split by --seed "
                             "(text; lm: the end of the text)")
     group.add_argument("--text-file", type=Path, default=None,
@@ -275,22 +233,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", choices=MODEL_NAMES, default=None, help=task_default(
         "model", "recurrent cell: vanilla RNN (tanh), RNN with ReLU, LSTM or GRU; or "
                  "transformer, a small causal decoder (GPT-2 style) for --task lm"))
-    group.add_argument("--hidden-size", type=positive_int, default=None,
+    group.add_argument("--hidden-size", type=bounded("hidden_size"), default=None,
                        help=task_default("hidden_size", "hidden units per direction and layer "
                                          "(transformer: the model width)"))
-    group.add_argument("--layers", type=positive_int, default=None,
+    group.add_argument("--layers", type=bounded("layers"), default=None,
                        help=task_default("layers", "stacked recurrent layers (transformer: "
                                          "blocks)"))
-    group.add_argument("--heads", type=positive_int, default=None,
+    group.add_argument("--heads", type=bounded("heads"), default=None,
                        help=task_default("heads", "attention heads per block, dividing "
                                          "--hidden-size (transformer only)"))
     group.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
                        help=task_default("bidirectional", "add a reverse-direction pass (each "
                                          "row reversed within its length)"))
-    group.add_argument("--dropout", type=fraction, default=None, help=task_default(
+    group.add_argument("--dropout", type=bounded("dropout"), default=None, help=task_default(
         "dropout", "dropout on embeddings, between layers and before the head (transformer: "
                    "on embeddings, attention weights and each block's outputs)"))
-    group.add_argument("--embed-dim", type=positive_int, default=None,
+    group.add_argument("--embed-dim", type=bounded("embed_dim"), default=None,
                        help=task_default("embed_dim", "token embedding width (text)"))
 
 
@@ -312,23 +270,23 @@ def add_optimization_options(
                        help=task_default("optimizer", "optimizer"))
     group.add_argument("--lr", type=learning_rate, default=None,
                        help=task_default("lr", "learning rate"))
-    group.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
-    group.add_argument("--weight-decay", type=nonnegative_float, default=None,
+    group.add_argument("--momentum", type=bounded("momentum"), default=0.9, help="SGD momentum")
+    group.add_argument("--weight-decay", type=bounded("weight_decay"), default=None,
                        help=task_default("weight_decay", "weight decay (decoupled for adamw)"))
     group.add_argument("--schedule", choices=SCHEDULES, default=None,
                        help=task_default("schedule", "learning-rate schedule over the run"))
-    group.add_argument("--warmup-steps", type=nonnegative_int, default=None, help=task_default(
+    group.add_argument("--warmup-steps", type=bounded("warmup_steps"), default=None, help=task_default(
         "warmup_steps", "linear learning-rate warm-up over the first N steps, before the "
                         "schedule"))
-    group.add_argument("--min-lr-ratio", type=ratio, default=None, help=task_default(
+    group.add_argument("--min-lr-ratio", type=bounded("min_lr_ratio"), default=None, help=task_default(
         "min_lr_ratio", "where cosine and warmdown decay to, as a fraction of --lr"))
-    group.add_argument("--steps", type=positive_int, default=None, help=steps_help)
-    group.add_argument("--epochs", type=positive_float, default=None,
+    group.add_argument("--steps", type=bounded("total_steps"), default=None, help=steps_help)
+    group.add_argument("--epochs", type=bounded("epochs"), default=None,
                        help=task_default("epochs", "passes over the training split, text "
                                          "only"))
-    group.add_argument("--batch-size", type=positive_int, default=None,
+    group.add_argument("--batch-size", type=bounded("batch_size"), default=None,
                        help=task_default("batch_size", "sequences per micro-batch"))
-    group.add_argument("--accumulate", type=positive_int, default=1,
+    group.add_argument("--accumulate", type=bounded("accumulate"), default=1,
                        help="micro-batches per optimizer step (clipping happens once per step)")
     group.add_argument("--amp", choices=AMP_MODES, default="none",
                        help="mixed precision: fp16 (CUDA, with GradScaler) or bf16 (CPU or CUDA)")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = args.run_dir / METRICS
     if not args.run_dir.is_dir():
         raise UserError(f"run directory {args.run_dir} does not exist")
-    if not metrics.is_file():
+    if not metrics.exists():  # a folder or a device in its place: read_metrics says so
         raise UserError(f"{args.run_dir} is not a gradclip run directory: {METRICS} is missing")
     refuse_linked_entries(args.run_dir)  # a figure written through a link would land outside
     try:

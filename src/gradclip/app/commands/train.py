@@ -43,11 +43,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="continue the run in DIR from its checkpoint with its saved "
                             "configuration (only --progress may be given with it; a run "
                             "stopped before its first checkpoint starts over)")
-    group.add_argument("--log-every", type=options.nonnegative_int, default=50,
+    group.add_argument("--log-every", type=options.bounded("log_every"), default=50,
                        help="record per-layer gradient norms every N steps (0: never)")
-    group.add_argument("--eval-every", type=options.nonnegative_int, default=0,
+    group.add_argument("--eval-every", type=options.bounded("eval_every"), default=0,
                        help="score the validation set every N steps (0: only at the end)")
-    group.add_argument("--checkpoint-every", type=options.nonnegative_int, default=200,
+    group.add_argument("--checkpoint-every", type=options.bounded("checkpoint_every"), default=200,
                        help="write checkpoint.pt every N steps (0: only at the end)")
     group.add_argument("--keep-best", action="store_true",
                        help="also keep the weights with the best validation score (the task's "

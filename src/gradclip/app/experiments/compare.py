@@ -26,7 +26,8 @@ from gradclip.app.errors import TrainingError, UserError
 from gradclip.app.experiments.diagnosis import diagnose_result
 from gradclip.app.experiments.workers import worker_count, worker_pool
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines, StepLogger
-from gradclip.app.training.rundir import SUMMARY, read_metrics, remove_folder, write_json
+from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.rundir import SUMMARY, remove_folder, write_json
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.trainer import Trainer
 from gradclip.monitor import GradientMonitor

@@ -34,7 +34,8 @@ from gradclip.app.experiments.demo_setting import (
 from gradclip.app.experiments.workers import worker_count, worker_pool
 from gradclip.app.tasks.adding import SUCCESS_MSE, AddingTask
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines
-from gradclip.app.training.rundir import CONFIG, make_folder, read_metrics, write_json
+from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.rundir import CONFIG, make_folder, write_json
 from gradclip.app.training.trainer import Trainer
 
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gradclip.app.training.rundir import read_metrics
+from gradclip.app.training.metrics_log import read_metrics
 from gradclip.monitor.diagnosis import RunHistory, diagnose_run
 from gradclip.monitor.fixes import RunSetting
 from gradclip.monitor.verdicts import Verdict

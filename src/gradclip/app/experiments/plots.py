@@ -31,7 +31,8 @@ from gradclip.app.experiments.layout import (
     save_figure,
 )
 from gradclip.app.experiments.palette import strategy_colours
-from gradclip.app.training.rundir import CONFIG, read_metrics
+from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.rundir import CONFIG
 
 SMOOTHING = 25  # steps in the loss's trailing moving average
 # top of the demo's loss axis; exploding runs reach 1e30 and would flatten the rest

@@ -32,15 +32,16 @@ import os
 import pickle
 import random
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gradclip.app.errors import UserError
+from gradclip.app.training.checkpoint_check import check_structure
 from gradclip.app.training.compact import compact, expand
 from gradclip.app.training.rundir import create_temporary
+from gradclip.app.untrusted import regular_file_problem
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -84,15 +85,22 @@ def write_failure(error: OSError | RuntimeError) -> str:
 
 def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
     """Read ``run_dir/checkpoint.pt`` (or ``name``) with ``weights_only=True``: tensors and
-    plain types only.
+    plain types only, then check its structure (``checkpoint_check.check_structure``).
 
     Raises:
-        UserError: the file is missing, torn, not a gradclip checkpoint, or holds objects
-            other than tensors and plain types (refused without running anything).
+        UserError: the file is missing, not a regular file, torn, not a gradclip checkpoint,
+            holds objects other than tensors and plain types (refused without running
+            anything), or a field of the wrong type or range (named).
     """
     path = Path(run_dir) / name
-    if not path.is_file():
-        raise UserError(f"no checkpoint in {run_dir}: {name} is missing")
+    try:
+        problem = regular_file_problem(path)
+    except FileNotFoundError:
+        raise UserError(f"no checkpoint in {run_dir}: {name} is missing") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    if problem:
+        raise UserError(f"cannot read {path}: {problem}")
     try:
         with _numpy_state_of_0_1_0():
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -102,15 +110,19 @@ def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
                             "objects)") from None
         raise UserError(f"corrupt checkpoint {path}: UnpicklingError; it cannot be "
                         "resumed") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - torn or mutated bytes fail in many ways
+        # (RuntimeError, EOFError, KeyError, IndexError, struct.error, UnicodeDecodeError,
+        # RecursionError, ...); weights_only guarantees that none of them ran any code
         raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}; "
                         "it cannot be resumed") from None
-    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= state.keys():
+    if not isinstance(state, dict) or not {"model", "step"} <= state.keys():
         raise UserError(f"corrupt checkpoint {path}: not a gradclip checkpoint")
     try:
-        return expand(state)
-    except ValueError as error:
+        state = expand(state)
+    except (ValueError, RuntimeError, RecursionError) as error:
         raise UserError(f"corrupt checkpoint {path}: {error}") from None
+    check_structure(state, path, best=name != CHECKPOINT)
+    return state
 
 
 def without_moments(optimizer_state: Any) -> Any:
@@ -161,8 +173,17 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     if "numpy" in states:
         import numpy
 
-        saved = states["numpy"]
-        if isinstance(saved, dict):
-            saved = (saved["key"], saved["state"].numpy().astype(numpy.uint32), saved["pos"],
-                     saved["has_gauss"], saved["cached_gaussian"])
-        numpy.random.set_state(saved)
+        numpy.random.set_state(numpy_state_tuple(states["numpy"]))
+
+
+def numpy_state_tuple(saved: Any) -> tuple:
+    """NumPy's ``get_state()`` tuple from what a checkpoint holds (a dict, or 0.1.0's tuple)."""
+    import numpy
+
+    if isinstance(saved, dict):
+        keys = saved["state"]
+        if not isinstance(keys, torch.Tensor) or keys.dtype != torch.int64:
+            raise TypeError("numpy.state must be an int64 tensor")
+        return (saved["key"], keys.numpy().astype(numpy.uint32), saved["pos"],
+                saved["has_gauss"], saved["cached_gaussian"])
+    return tuple(saved)

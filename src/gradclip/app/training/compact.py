@@ -16,6 +16,7 @@ and ``expand`` checks it before use: a hand-made entry fails as one ``ValueError
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor
 
 ROWS_MARK = "gradclip.sparse_rows"
 MIN_ELEMENTS = 2**16
+MAX_ELEMENTS = 2**31
 
 
 def nonzero_rows(tensor: Tensor) -> Tensor:
@@ -74,6 +76,9 @@ def dense(entry: dict[str, Any]) -> Tensor:
     if not (isinstance(shape, list) and shape and all(isinstance(n, int) and n >= 0
                                                       for n in shape)):
         raise ValueError(f"a sparse-row entry has a bad shape: {shape!r}")
+    if math.prod(shape) > MAX_ELEMENTS:  # a crafted shape must not allocate the machine away
+        raise ValueError(f"a sparse-row entry's shape {shape} holds more than {MAX_ELEMENTS:,} "
+                         "elements")
     if not (isinstance(rows, Tensor) and rows.dtype == torch.int32 and rows.dim() == 1):
         raise ValueError("a sparse-row entry's rows must be a 1-d int32 tensor")
     if not (isinstance(values, Tensor) and list(values.shape) == [rows.numel(), *shape[1:]]):

@@ -32,13 +32,13 @@ from typing import Any
 from torch import nn
 
 from gradclip.app.errors import UserError
+from gradclip.app.training.metrics_log import truncate_after
 from gradclip.app.training.rundir import (
     METRICS,
     json_safe,
     open_no_follow,
     os_error,
     refuse_link,
-    truncate_after,
 )
 
 TENSORBOARD_DIR = "tensorboard"

@@ -26,7 +26,6 @@ import re
 import shutil
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -337,51 +336,3 @@ class RunLock:
         if self.descriptor is not None:
             os.close(self.descriptor)
             self.descriptor = None
-
-
-@dataclass(frozen=True)
-class LogRepair:
-    """What resuming did to ``metrics.jsonl``: records kept, unreadable lines, steps missing."""
-
-    kept: int
-    unreadable: int
-    missing: int
-
-    def warning(self, path: Path, step: int) -> str | None:
-        """One line for stderr when records were lost, else ``None``."""
-        if not (self.unreadable or self.missing):
-            return None
-        return (f"gradclip: warning: {path}: kept {self.kept} records up to step {step}; "
-                f"dropped {self.unreadable} unreadable line(s); {self.missing} step(s) "
-                "missing from the log")
-
-
-def truncate_after(path: Path, step: int) -> LogRepair:
-    """Keep every valid record with ``step <= step``, in order; skip blank lines.
-
-    Records after ``step`` (written after the checkpoint a resume starts from) are dropped as
-    expected; unreadable lines and steps missing from ``1..step`` are counted.
-    """
-    if not path.exists():
-        return LogRepair(0, 0, step)
-    kept: dict[int, str] = {}
-    unreadable = 0
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            number = record["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            unreadable += 1
-            continue
-        if isinstance(number, int) and 1 <= number <= step:
-            kept.setdefault(number, line + "\n")
-    write_text(path, "".join(kept[number] for number in sorted(kept)))
-    return LogRepair(len(kept), unreadable, step - len(kept))
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All records of a run's ``metrics.jsonl``."""
-    path = Path(run_dir) / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -12,7 +12,6 @@ read the same ``config.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from gradclip.app.training.rundir import (
     write_json,
 )
 from gradclip.app.training.setup import check_amp, clipper_from_spec, resolve_device
+from gradclip.app.untrusted import read_json
 
 
 @dataclass(frozen=True)
@@ -223,19 +223,20 @@ def new_config(new: NewRun, task: Task, parallel: Parallel) -> RunConfig:
 
 
 def read_config(run_dir: Path) -> RunConfig:
-    """The run's ``config.json``; a missing folder or file, or bad JSON, is a ``UserError``."""
+    """The run's ``config.json``, every value checked (``RunConfig.from_dict``).
+
+    Raises:
+        UserError: a missing folder or file, a file that is not a bounded regular JSON file,
+            or a value out of its range, in one line.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     path = run_dir / CONFIG
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError:
         raise UserError(f"{run_dir} is not a gradclip run directory: {CONFIG} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"corrupt {path}: not valid JSON") from None
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror}") from None
     return RunConfig.from_dict(data, str(path))
 
 

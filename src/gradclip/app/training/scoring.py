@@ -14,8 +14,10 @@ def load_model(run_dir: Path, config, task, state: dict, device):
     import dataclasses
 
     from gradclip.app.models import build_model
+    from gradclip.app.training.checkpoint_check import check_model
 
     model = build_model(task, **dataclasses.asdict(config.model))
+    check_model(state["model"], model, run_dir)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:

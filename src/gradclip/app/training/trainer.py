@@ -39,10 +39,17 @@ from gradclip.app.errors import Interrupted, TrainingError, UserError
 from gradclip.app.models import build_model
 from gradclip.app.tasks.base import Task
 from gradclip.app.training import checkpoint as checkpoints
+from gradclip.app.training.checkpoint_check import (
+    check_clipper,
+    check_counters,
+    check_model,
+    check_optimizer,
+    check_scheduler,
+)
 from gradclip.app.training.loggers import StepLogger
 from gradclip.app.training.memory import is_out_of_memory
 from gradclip.app.training.parallel import Parallel
-from gradclip.app.training.rundir import SUMMARY, write_json
+from gradclip.app.training.rundir import CONFIG, SUMMARY, write_json
 from gradclip.app.training.setup import (
     autocast,
     build_optimizer,
@@ -368,6 +375,23 @@ class Trainer:
         return summary
 
     # ----------------------------------------------------------------- checkpoints
+    def check_fits(self, state: dict[str, Any]) -> None:
+        """The checkpoint's model, optimizer, scheduler, clipper and counters fit the run
+        ``config.json`` builds (``checkpoint_check``): nothing is loaded before all of it is
+        checked.
+
+        Raises:
+            UserError: one line naming the first field that does not fit.
+        """
+        path, train = self.run_dir / checkpoints.CHECKPOINT, self.config.train
+        config_path = self.run_dir / CONFIG
+        check_model(state["model"], self.parallel.unwrap(self.model), path)
+        if "sharded" not in state:  # FSDP: the optimizer's state is in the DCP folder
+            check_optimizer(state["optimizer"], self.optimizer, path, config_path)
+        check_scheduler(state["scheduler"], self.scheduler, path, config_path)
+        check_clipper(state["clipper"], train.clip, train.nonfinite, path)
+        check_counters(state["counters"], Counters, state, train.total_steps, path)
+
     def save(self) -> None:
         """Write ``checkpoint.pt`` (the writer rank; FSDP shards from every rank first)."""
         step = self.counters.step
@@ -391,7 +415,13 @@ class Trainer:
         self.parallel.barrier()
 
     def load(self, state: dict[str, Any]) -> None:
-        """Restore everything a checkpoint holds, so the run continues bit-identically."""
+        """Restore everything a checkpoint holds, so the run continues bit-identically.
+
+        Raises:
+            UserError: a checkpoint that does not fit this run (checked before anything is
+                loaded: ``check_fits``).
+        """
+        self.check_fits(state)
         self.parallel.load_model_state(self.model, self.optimizer, state, self.run_dir)
         self.scheduler.load_state_dict(state["scheduler"])
         self.clipper.load_state_dict(state["clipper"])

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from gradclip.app.errors import UserError
 from gradclip.app.tasks.base import seeded_generator
+from gradclip.app.untrusted import DATA_LIMIT, read_bytes
 
 TEXT_COLUMN = "comment_text"
 LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
@@ -156,17 +157,13 @@ def read_utf8_text(path: Path, expected: str = f"a CSV with a header row ({TEXT_
     """The file's text, decoded as UTF-8 (a byte-order mark is allowed).
 
     Raises:
-        UserError: a missing, unreadable, non-UTF-8 or empty file (``expected`` says what an
-            empty file should have held).
+        UserError: a missing, unreadable, non-UTF-8 or empty file, or one that is not a
+            regular file (``expected`` says what an empty file should have held).
     """
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path, DATA_LIMIT)  # a regular file only: never /dev/zero, a FIFO
     except FileNotFoundError:
         raise UserError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"data path is a directory, expected a file: {path}") from None
-    except OSError as error:
-        raise UserError(f"cannot read data file {path}: {error.strerror}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import math
 import operator
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from gradclip.app.tasks.text.tokenizer import (
     train_tokenizer,
 )
 from gradclip.app.training.rundir import write_text
+from gradclip.app.untrusted import DATA_LIMIT, LOG_LIMIT, read_bytes, read_text
 
 DEFAULTS = {"vocab_size": 20_000, "max_len": 256, "val_fraction": 0.1, "batch_size": 64,
             "class_balance": "sqrt", "text_column": TEXT_COLUMN, "delimiter": ","}
@@ -121,7 +123,7 @@ def positive_weights(targets: Tensor, rule: str) -> Tensor:
 
 
 def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes(Path(path), DATA_LIMIT)).hexdigest()
 
 
 def _tokens(row: Any) -> list[int]:
@@ -146,6 +148,29 @@ def _label_list(labels: Any) -> list[str] | None:
     if isinstance(labels, str):
         labels = labels.split(",")
     return [name.strip() for name in labels if name.strip()]
+
+
+def check_stored_settings(config: dict[str, Any]) -> None:
+    """What only the text task knows of its ``config.json`` settings (their bounds aside).
+
+    Raises:
+        UserError: ``labels`` not a non-empty list of names, ``pos_weight`` not one positive
+            finite number per label, or ``data`` not a path.
+    """
+    labels = config.get("labels")
+    if not (isinstance(labels, list) and labels and all(isinstance(name, str) and name
+                                                         for name in labels)):
+        raise UserError("corrupt config.json: task.labels must be a non-empty list of column "
+                        "names")
+    weights = config.get("pos_weight")
+    if weights is not None and not (
+            isinstance(weights, list) and len(weights) == len(labels)
+            and all(isinstance(weight, int | float) and not isinstance(weight, bool)
+                    and math.isfinite(weight) and weight > 0 for weight in weights)):
+        raise UserError(f"corrupt config.json: task.pos_weight must be {len(labels)} positive "
+                        "finite number(s), one per label")
+    if not isinstance(config.get("data"), str):
+        raise UserError("corrupt config.json: task.data must be the path of the CSV")
 
 
 class TextTask(Task):
@@ -202,10 +227,11 @@ class TextTask(Task):
     @classmethod
     def from_config(cls, config: dict[str, Any], run_dir: Path, training: bool = True
                     ) -> TextTask:
+        check_stored_settings(config)
         task = cls(config, load_tokenizer(run_dir), tuple(config["labels"]))
         if training:
             path = Path(config["data"])
-            if path.is_file() and _file_sha256(path) != config.get("data_sha256"):
+            if path.exists() and _file_sha256(path) != config.get("data_sha256"):
                 raise UserError(f"{path} changed since the run started; resuming needs the "
                                 "same data file")
             task._attach(read_comments(path, config["labels"], **_csv_format(config)))
@@ -425,8 +451,14 @@ class TextTask(Task):
     def load_training_hashes(self, run_dir: Path) -> None:
         """Read ``training_rows.txt`` (absent in older runs) for ``seen_rows``."""
         path = Path(run_dir) / TRAINING_ROWS_FILE
-        if path.is_file():
-            self.training_hashes = set(path.read_text(encoding="ascii").split())
+        if not path.exists():
+            return
+        hashes = read_text(path, LOG_LIMIT, encoding="ascii").split()
+        wrong = next((number for number, line in enumerate(hashes, 1)
+                      if not re.fullmatch(r"[0-9a-f]{20}", line)), None)
+        if wrong is not None:
+            raise UserError(f"corrupt {path}: entry {wrong} is not a row hash (20 hex digits)")
+        self.training_hashes = set(hashes)
 
     def describe(self) -> dict[str, Any]:
         return dict(self.facts)
