@@ -15,7 +15,7 @@ from gradclip.app.commands import options  # noqa: E402
 from gradclip.app.training.checkpoint import CHECKPOINT, load_checkpoint  # noqa: E402
 from gradclip.app.training.compact import ROWS_MARK  # noqa: E402
 from gradclip.app.training.loggers import MetricsLogger, StepLogger  # noqa: E402
-from gradclip.app.training.rundir import read_metrics  # noqa: E402
+from gradclip.app.training.metrics_log import read_metrics  # noqa: E402
 from gradclip.app.training.runs import create_run  # noqa: E402
 from gradclip.app.training.trainer import Trainer  # noqa: E402
 

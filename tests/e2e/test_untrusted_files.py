@@ -106,12 +106,13 @@ CHECKPOINT_CASES = {
     "a non-finite group setting": (assign("optimizer.param_groups.0.lr", float("nan")),
                                    "optimizer.param_groups.0.lr must be a finite number"),
     "a momentum buffer of another shape": (
-        assign("optimizer.state.0.momentum_buffer", lambda: torch.zeros(3)),
+        assign("optimizer.state.0", lambda: {"momentum_buffer": torch.zeros(3)}),
         "optimizer.state.0.momentum_buffer is a tensor of shape (3,)"),
     "state of a parameter that is not there": (
         assign("optimizer.state.99", {"momentum_buffer": None}),
         "optimizer.state.99 is the state of a parameter the model does not have"),
-    "adam state in an sgd run": (assign("optimizer.state.0.exp_avg", lambda: torch.zeros(8, 2)),
+    "adam state in an sgd run": (
+        assign("optimizer.state.0", lambda: {"exp_avg": torch.zeros(8, 2)}),
                                  "exp_avg is not a state this optimizer keeps"),
     "negative scheduler epoch": (assign("scheduler.last_epoch", -3),
                                  "scheduler.last_epoch must be an integer >= 0"),

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradclip.app.errors import UserError
-from gradclip.app.training.checkpoint import load_checkpoint, save_checkpoint
+from gradclip.app.training.checkpoint import load_checkpoint, rng_states, save_checkpoint
 from gradclip.app.training.compact import MIN_ELEMENTS, ROWS_MARK, compact, expand
 
 
@@ -50,7 +50,9 @@ def test_a_checkpoint_with_a_sparse_optimizer_state_is_smaller_and_reads_back_ex
     weight = sparse_rows(rows=2**17)
     state = {"model": {"wide.weight": weight}, "step": 4,
              "optimizer": {"state": {0: {"exp_avg": weight * 0.5, "step": torch.tensor(4.0)}},
-                           "param_groups": [{"lr": 0.1, "params": [0]}]}}
+                           "param_groups": [{"lr": 0.1, "params": [0]}]},
+             "scheduler": {}, "clipper": {}, "next_batch_index": 4, "counters": {},
+             "rng": rng_states()}
     save_checkpoint(tmp_path, state)
     assert (tmp_path / "checkpoint.pt").stat().st_size < weight.numel() * 4 // 100
     loaded = load_checkpoint(tmp_path)
@@ -64,6 +66,7 @@ def test_a_checkpoint_with_a_sparse_optimizer_state_is_smaller_and_reads_back_ex
     ("rows", torch.tensor([3.0, 4.0]), "int32"),
     ("values", torch.zeros(2, 5), "values must have shape"),
     ("shape", [2**14, -6], "bad shape"),
+    ("shape", [2**40, 6], "holds more than"),  # never allocated
 ])
 def test_a_hand_made_sparse_entry_is_one_line_naming_what_is_wrong(tmp_path, field, bad,
                                                                    message):

@@ -17,7 +17,7 @@ from gradclip.app.training.loggers import (
     duration,
     run_loggers,
 )
-from gradclip.app.training.rundir import read_metrics
+from gradclip.app.training.metrics_log import read_metrics
 from gradclip.app.training.trainer import Trainer
 
 MODEL = torch.nn.Linear(1, 1)
