@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from gradclip.app.errors import UserError
-from gradclip.app.training.checkpoint_check import check_structure
+from gradclip.app.training.checkpoint_check import check_structure, numpy_state_tuple
 from gradclip.app.training.compact import compact, expand
 from gradclip.app.training.rundir import create_temporary
 from gradclip.app.untrusted import regular_file_problem
@@ -174,16 +174,3 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         import numpy
 
         numpy.random.set_state(numpy_state_tuple(states["numpy"]))
-
-
-def numpy_state_tuple(saved: Any) -> tuple:
-    """NumPy's ``get_state()`` tuple from what a checkpoint holds (a dict, or 0.1.0's tuple)."""
-    import numpy
-
-    if isinstance(saved, dict):
-        keys = saved["state"]
-        if not isinstance(keys, torch.Tensor) or keys.dtype != torch.int64:
-            raise TypeError("numpy.state must be an int64 tensor")
-        return (saved["key"], keys.numpy().astype(numpy.uint32), saved["pos"],
-                saved["has_gauss"], saved["cached_gaussian"])
-    return tuple(saved)

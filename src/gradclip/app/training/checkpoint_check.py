@@ -218,9 +218,20 @@ def _probe_cuda(states: Any) -> None:
 def _probe_numpy(state: Any) -> None:
     import numpy
 
-    from gradclip.app.training.checkpoint import numpy_state_tuple
-
     numpy.random.RandomState().set_state(numpy_state_tuple(state))
+
+
+def numpy_state_tuple(saved: Any) -> tuple:
+    """NumPy's ``get_state()`` tuple from what a checkpoint holds (a dict, or 0.1.0's tuple)."""
+    import numpy
+
+    if isinstance(saved, dict):
+        keys = saved["state"]
+        if not isinstance(keys, torch.Tensor) or keys.dtype != torch.int64:
+            raise TypeError("numpy.state must be an int64 tensor")
+        return (saved["key"], keys.numpy().astype(numpy.uint32), saved["pos"],
+                saved["has_gauss"], saved["cached_gaussian"])
+    return tuple(saved)
 
 
 # ------------------------------------------------------------------ against the built run
