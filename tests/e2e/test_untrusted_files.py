@@ -8,6 +8,7 @@ path ends with exit status 2 and one stderr line naming the bad field, never a t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -183,8 +184,9 @@ def test_a_checkpoint_that_is_no_torch_archive_is_one_line(finished_run, tmp_pat
 @pytest.mark.parametrize(("target", "expected"), [
     ("/etc/passwd", "corrupt checkpoint"), ("/dev/zero", "a character device, not a regular"),
     ("folder", "a folder, not a regular file")])
-def test_a_checkpoint_linked_elsewhere_is_one_line(finished_run, tmp_path, capsys, target,
-                                                   expected):
+def test_a_checkpoint_linked_elsewhere_is_read_as_nothing_but_one_line(
+        finished_run, tmp_path, capsys, target, expected):
+    # eval only reads (train --resume refuses a folder holding a link before reading it)
     if not Path(target).exists() and target != "folder":
         pytest.skip(f"{target} does not exist here")
     run_dir = copy_run(finished_run, tmp_path)
@@ -193,7 +195,7 @@ def test_a_checkpoint_linked_elsewhere_is_one_line(finished_run, tmp_path, capsy
         (run_dir / "checkpoint.pt").mkdir()
     else:
         (run_dir / "checkpoint.pt").symlink_to(target)
-    code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
+    code, _, stderr = run_cli(["eval", run_dir, "--data", run_dir / "config.json"], capsys)
     assert_one_line(code, stderr, expected)
 
 
@@ -211,6 +213,10 @@ CONFIG_CASES = {
     "weight decay 1e300": ("train", "weight_decay", 1e300, "train.weight_decay must be"),
     "an unknown cell": ("model", "cell", "banana", "model.cell must be one of rnn, "),
     "an unknown optimizer": ("train", "optimizer", "sgdd", "train.optimizer must be one of"),
+    "heads for a recurrent model": ("model", "heads", 2, "--heads is read only by --model "
+                                                         "transformer"),
+    "a transformer for the adding task": ("model", "cell", "transformer",
+                                          "--model transformer is a character language model"),
     "zero layers": ("model", "layers", 0, "model.layers must be an integer between 1 and"),
     "accumulate 10**9": ("train", "accumulate", 10**9, "train.accumulate must be"),
     "total steps null": ("train", "total_steps", None, "train.total_steps must be set"),
@@ -263,13 +269,23 @@ def test_a_config_that_json_cannot_hold_is_one_line(finished_run, tmp_path, caps
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_config_linked_to_dev_zero_is_refused_unread(finished_run, tmp_path, capsys):
+    run_dir = copy_run(finished_run, tmp_path)
+    (run_dir / "config.json").unlink()
+    (run_dir / "config.json").symlink_to("/dev/zero")
+    code, _, stderr = run_cli(["eval", run_dir, "--data", run_dir / "summary.json"], capsys)
+    assert_one_line(code, stderr, "it is a character device, not a regular file")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 @pytest.mark.parametrize("name", ["config.json", "metrics.jsonl"])
-def test_a_run_file_linked_to_dev_zero_is_refused_unread(finished_run, tmp_path, capsys, name):
+def test_a_pipe_in_place_of_a_run_file_is_refused_without_waiting(finished_run, tmp_path,
+                                                                  capsys, name):
     run_dir = copy_run(finished_run, tmp_path)
     (run_dir / name).unlink()
-    (run_dir / name).symlink_to("/dev/zero")
+    os.mkfifo(run_dir / name)  # reading it would wait for a writer forever
     code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
-    assert_one_line(code, stderr, "it is a character device, not a regular file")
+    assert_one_line(code, stderr, "it is a pipe, not a regular file")
 
 
 # ----------------------------------------------------------------------- flags

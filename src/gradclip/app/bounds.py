@@ -1,7 +1,7 @@
 """The range of every number a run is built from: one table for the flags and ``config.json``.
 
 A flag's ``type=`` (``gradclip.app.commands.options.bounded``) and the reading of a stored
-``config.json`` (``RunConfig.from_dict`` and the task settings) check the same :class:`Bound`,
+``config.json`` (``RunConfig.from_dict`` and the task settings) check the same ``Bound``,
 so a value the command line refuses is refused when a hand-edited folder holds it too. A new
 setting adds one row to ``BOUNDS`` (the name is the ``config.json`` key; a flag that is not
 stored, such as ``--jobs``, uses its own name).

@@ -237,7 +237,12 @@ def read_config(run_dir: Path) -> RunConfig:
         data = read_json(path)
     except FileNotFoundError:
         raise UserError(f"{run_dir} is not a gradclip run directory: {CONFIG} is missing") from None
-    return RunConfig.from_dict(data, str(path))
+    config = RunConfig.from_dict(data, str(path))
+    try:  # what a flag combination must satisfy holds for the stored values too
+        check_model(config.task["name"], config.model)
+    except UserError as error:
+        raise UserError(f"corrupt {path}: {error}") from None
+    return config
 
 
 def rebuild_task(config: RunConfig, run_dir: Path, training: bool = True) -> Task:
