@@ -1,13 +1,17 @@
 """Does ``gradclip profile``'s advice hold? Its recommendations trained on 3 seeds, per setting.
 
-    python -m benchmarks.advice [--seeds 3] [--tasks readme,adding,temporal-order,lm[,text]]
+    python -m benchmarks.advice [--seeds 3] [--tasks readme,adding-rnn,lm-transformer,...]
+                                [--lr RATE] [--benchmark results.json]
                                 [--data toxic_comments.csv] [--out runs/advice] [--json PATH]
 
 For each setting (the README's adding problem, T=10, vanilla RNN, SGD lr 0.15, 3,000 steps at
-a constant lr; then the quick benchmark suite's settings, ``gradclip benchmark --suite
-quick``), it profiles the first steps unclipped (seed 0, as ``gradclip profile`` does),
-takes the recommendation, and trains every recommended spec, and the specs the profile
-left out that have a measured threshold (``norm:X``, ``spikeskip+norm:X``), on each seed.
+a constant lr; then the quick benchmark suite's settings by label, ``gradclip benchmark
+--suite quick``, at ``--lr`` or the setting's reference rate), it profiles the first steps
+unclipped (seed 0, as ``gradclip profile`` does), takes the recommendation, and trains every
+recommended spec, and the specs the profile left out that have a measured threshold
+(``norm:X``, ``spikeskip+norm:X``), on each seed. With ``--benchmark``, each spec's mean
+capped score is also checked against the best strategy's bootstrap interval at that rate in
+the benchmark's ``results.json``.
 A row: the setting, the spec, whether the profile recommended it, success (the task's own
 criterion) and divergence over the seeds, the final metric, and the run-level verdict of
 ``gradclip.monitor.diagnosis`` (most common over the seeds). Runs are ordinary run folders
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import json
 import math
 import statistics
 import time
@@ -28,34 +33,41 @@ from typing import Any
 from benchmarks.common import machine, write_json
 from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
 from gradclip.app.experiments import compare
-from gradclip.app.experiments.benchmark import SUITES, TaskSetting, hard_settings, is_known, safe
+from gradclip.app.experiments.benchmark import (
+    SUITES,
+    TaskSetting,
+    is_known,
+    safe,
+    settings_for,
+)
 from gradclip.app.experiments.diagnosis import diagnose_result
 from gradclip.app.experiments.profile import measure, recommend
+from gradclip.app.experiments.sweep_stats import capped_score
 from gradclip.app.tasks import task_class
 from gradclip.app.training.loggers import MetricsLogger
 from gradclip.app.training.rundir import remove_folder
 from gradclip.app.training.runs import NewRun
 
 README = TaskSetting(
-    "README: adding T=10, rnn 64, SGD lr 0.15 constant, 3,000 steps",
+    "readme", "README: adding T=10, rnn 64, SGD lr 0.15 constant, 3,000 steps",
     TaskOptions("adding", 0, 64, seq_len=10), ModelConfig(hidden_size=64),
     TrainConfig(lr=0.15, optimizer="sgd", momentum=0.9, total_steps=3000, batch_size=64,
                 device="cpu", threads=1, checkpoint_every=0, eval_every=0, log_every=50),
-    profile_steps=300)
+    lrs=(0.15,), profile_steps=300)
 
 
 def settings(names: list[str], data: Path | None) -> dict[str, TaskSetting]:
-    """``readme`` and the quick suite's tasks (``text`` needs ``data``), by name."""
+    """``readme`` and the quick suite's settings, by label."""
     found = {"readme": README}
-    found.update({s.options.name: s for s in hard_settings(SUITES["quick"], data)})
+    found.update({s.label: s for s in settings_for(SUITES["quick"], data)})
     return {name: found[name] for name in names}
 
 
-def profile(setting: TaskSetting, folder: Path) -> Any:
-    """The unclipped profile of seed 0 and ``gradclip profile``'s recommendation from it."""
+def profile(setting: TaskSetting, lr: float, folder: Path) -> Any:
+    """The unclipped profile of seed 0 at ``lr`` and ``gradclip profile``'s recommendation."""
     remove_folder(folder)
     train = dataclasses.replace(setting.train, clip="none", total_steps=setting.profile_steps,
-                                epochs=None, log_every=0, eval_every=0)
+                                epochs=None, log_every=0, eval_every=0, lr=lr)
     _, _, measured = measure(NewRun(setting.options, setting.model, train, folder),
                              [MetricsLogger(folder)])
     return recommend(measured, 90.0, 99.0)
@@ -92,52 +104,92 @@ def outcome_row(name: str, setting: TaskSetting, spec: str, recommended: bool,
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| setting | spec | recommended | success | diverged | final metric (mean ± sd) "
-             "| run verdict |", "|---|---|---|---:|---:|---:|---|"]
+             "| run verdict | within the best's interval |", "|---|---|---|---:|---:|---:|---|---|"]
     for r in rows:
         success = "—" if r["success"] is None else f"{r['success']}/{r['seeds']}"
+        within = "—" if "within_best" not in r else (
+            f"{'yes' if r['within_best'] else 'no'} ({r['capped_mean']:.4g} vs "
+            f"{r['best']['strategy']} [{r['best']['metric_ci95'][0]:.4g}, "
+            f"{r['best']['metric_ci95'][1]:.4g}])")
         lines.append(f"| {r['setting']} | {r['spec']} | {'yes' if r['recommended'] else 'no'} "
                      f"| {success} | {r['diverged']}/{r['seeds']} | {r['metric_name']} "
-                     f"{compare.mean_std(r['metric'])} | {r['verdict']} |")
+                     f"{compare.mean_std(r['metric'])} | {r['verdict']} | {within} |")
     return "\n".join(lines)
 
 
 def holds(rows: list[dict[str, Any]]) -> bool:
     """The goal: every recommended spec succeeds on >= 2/3 of the seeds (where the task has a
-    criterion) and diverges on none."""
+    criterion), diverges on none, and (when checked) is within the best strategy's interval."""
     return all(r["diverged"] == 0 and (r["success"] is None
                                       or r["success"] >= math.ceil(2 * r["seeds"] / 3))
-               for r in rows if r["recommended"])
+               and r.get("within_best", True) for r in rows if r["recommended"])
+
+
+def best_interval(results: dict[str, Any], task: str, lr: float) -> dict[str, Any] | None:
+    """The benchmark's best sweep entry of ``task`` at ``lr`` (its mean and interval)."""
+    spec = next((t for t in results["tasks"] if t["task"] == task), None)
+    entries = [e for e in results["sweep"] if e["task"] == task and e["lr"] == lr]
+    if spec is None or not entries:
+        return None
+    pick = max if spec["higher_is_better"] else min
+    best = pick(entries, key=lambda e: e["metric_mean"])
+    return {"strategy": best["strategy"], "metric_mean": best["metric_mean"],
+            "metric_ci95": best["metric_ci95"], "initial_metric": spec["initial_metric"],
+            "higher_is_better": spec["higher_is_better"]}
+
+
+def against_best(row: dict[str, Any], runs: list[dict[str, Any]], best: dict[str, Any]) -> None:
+    """Add the row's mean capped score and whether it is no worse than the best's interval."""
+    higher = best["higher_is_better"]
+    scores = [capped_score(m, compare.diverged(r), best["initial_metric"], higher)
+              for m, r in zip(row["metric"], runs, strict=True)]
+    mean = statistics.fmean(scores)
+    low, high = best["metric_ci95"]
+    row.update(capped_mean=mean, best=best,
+               within_best=bool(mean >= low if higher else mean <= high))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--tasks", default="readme,adding,temporal-order,lm")
+    parser.add_argument("--tasks", default="readme,adding-rnn,temporal-order-rnn,lm-rnn")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="the rate of every setting (default: each one's reference rate)")
+    parser.add_argument("--benchmark", type=Path, default=None,
+                        help="a benchmark's results.json: check each spec against the best "
+                             "strategy's interval at the same rate")
     parser.add_argument("--out", type=Path, default=Path("runs/advice"))
     parser.add_argument("--data", type=Path, default=None,
-                        help="the toxic-comment CSV, for --tasks ...,text")
+                        help="the toxic-comment CSV (the transformer's text)")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    published = json.loads(args.benchmark.read_text()) if args.benchmark else None
     rows, advice = [], {}
     for name, setting in settings(args.tasks.split(","), args.data).items():
-        recommendation = profile(setting, args.out / "profiles" / name)
+        lr = args.lr or setting.reference_lr
+        recommendation = profile(setting, lr, args.out / "profiles" / name)
         advice[name] = {"specs": list(recommendation.specs), "regime": recommendation.regime,
                         "norm_threshold": recommendation.norm_threshold,
-                        "kept_steps": recommendation.kept_steps}
-        print(f"{name}: {recommendation}  (regime {recommendation.regime})", flush=True)
+                        "kept_steps": recommendation.kept_steps, "lr": lr}
+        print(f"{name} at lr {lr:g}: {recommendation}  (regime {recommendation.regime})",
+              flush=True)
         specs = candidates(recommendation)
-        points = [((spec, chosen), setting.run(spec, seed, args.out / "runs" / name
+        points = [((spec, chosen), setting.run(spec, lr, seed, args.out / "runs" / name
                                                / f"{safe(spec)}-seed{seed}"))
                   for spec, chosen in specs for seed in range(args.seeds)]
         grouped = compare.run_grid(points, specs, jobs=1, reuse_finished=True)
-        rows += [outcome_row(name, setting, spec, chosen, runs)
-                 for (spec, chosen), runs in grouped.items()]
+        best = best_interval(published, name, lr) if published else None
+        for (spec, chosen), runs in grouped.items():
+            rows.append(outcome_row(name, setting, spec, chosen, runs))
+            if best is not None:
+                against_best(rows[-1], runs, best)
         print(table([r for r in rows if r["setting"] == name]), flush=True)
     print("\n" + table(rows))
     verdict = holds(rows)
-    print(f"\nevery recommended spec succeeded on >= 2/3 seeds and diverged on none: {verdict}"
-          f" ({time.perf_counter() - started:.0f} s)")
+    print(f"\nevery recommended spec succeeded on >= 2/3 seeds, diverged on none and (with "
+          f"--benchmark) scored within the best strategy's interval: {verdict} "
+          f"({time.perf_counter() - started:.0f} s)")
     result = {"machine": machine(), "seeds": args.seeds, "advice": advice, "rows": rows,
               "holds": verdict,
               "median_metric": {f"{r['setting']} {r['spec']}": statistics.median(

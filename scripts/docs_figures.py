@@ -87,8 +87,9 @@ def run_gradclip(command: list[str]) -> tuple[str, dict[str, object]]:
 
 
 def shown(path: Path) -> str:
-    """``path`` as the command shows it: relative to the repository when it is inside."""
-    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    """``path`` as the command shows it: relative to the repository (``../shared/...`` for
+    the data beside it), so that no published command names this machine's folders."""
+    return os.path.relpath(path, ROOT)
 
 
 def write_json(path: Path, value: object) -> None:
@@ -130,18 +131,45 @@ def threads(record: dict[str, object]) -> str:
     return "/".join(str(count) for count in record["torch_threads_per_run"]) or "unknown"
 
 
+STEP_SPECS = ("none", "norm:1.0", "value:0.5", "agc:0.01", "autoclip:0.1", "zclip", "adagc",
+              "spikeskip+norm:1.0")
+
+
+def step_overhead(runs: Path) -> dict[str, object]:
+    """Each strategy's step overhead from ``python -m benchmarks.step --threads 1``."""
+    path = runs / "step.json"
+    command = [sys.executable, "-m", "benchmarks.step", "--threads", "1", "--json", str(path)]
+    print("$ python -m benchmarks.step --threads 1", flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    measured = json.loads(path.read_text(encoding="utf-8"))["step"]
+    medians = measured["threads=1"]["median_ms"]
+    return {"command": "python -m benchmarks.step --threads 1",
+            "note": f"the LSTM text model, 1 thread, load average "
+                    f"{measured['threads=1']['load_average'][0]:.1f}",
+            "overhead": {spec: medians[spec] / medians["baseline"] - 1 for spec in STEP_SPECS
+                         if spec in medians}}
+
+
 def benchmark(runs: Path, docs: Path) -> None:
-    """``gradclip benchmark --suite quick``: docs/benchmark/quick.md, its figures and results."""
+    """``gradclip benchmark --suite quick``: docs/benchmark/quick.md, its figures and results,
+    with the step overhead of ``benchmarks.step`` added to the report."""
+    from gradclip.app.experiments.benchmark_report import report
+
     out = runs / "bench-quick"
-    command = ["benchmark", "--suite", "quick", "--out", shown(out)]
-    if TOXIC_COMMENTS.is_file():  # relative, so that the published command names no machine
-        command[3:3] = ["--data", os.path.relpath(TOXIC_COMMENTS, ROOT)]
+    command = ["benchmark", "--suite", "quick", "--jobs", "2", "--out", shown(out)]
+    if TOXIC_COMMENTS.is_file():
+        command[3:3] = ["--data", shown(TOXIC_COMMENTS)]
     _, record = run_gradclip(command)
     record["torch_threads_per_run"] = run_threads(out)
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    results["step_overhead"] = step_overhead(runs)
+    write_json(out / "results.json", results)
+    figures = sorted(path.name for path in out.glob("*.png"))
+    (out / "report.md").write_text(report(results, figures), encoding="utf-8")
     published = docs / "benchmark"
-    published.mkdir(parents=True, exist_ok=True)
+    fresh(published)
     shutil.copy(out / "report.md", published / "quick.md")
-    for name in ["results.json", *(path.name for path in out.glob("*.png"))]:
+    for name in ["results.json", *figures]:
         shutil.copy(out / name, published / name)
     write_json(published / "provenance.json", record)
 

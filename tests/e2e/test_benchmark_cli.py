@@ -1,4 +1,4 @@
-"""``gradclip benchmark --suite smoke`` end to end (a trimmed grid), and its resume."""
+"""``gradclip benchmark --suite smoke`` end to end (fewer strategies and steps), and its resume."""
 
 from __future__ import annotations
 
@@ -10,41 +10,59 @@ from gradclip.app.experiments import benchmark
 from tests.e2e.cli import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
+SWEEP_KEYS = {"task", "strategy", "lr", "seeds", "diverged", "metric_mean", "metric_ci95",
+              "spikes_mean"}
 
 
 @pytest.fixture
 def trimmed(monkeypatch):
+    """The smoke suite with five strategy families (two with variants to choose from)."""
     pytest.importorskip("matplotlib")
-    monkeypatch.setattr(benchmark, "STRATEGIES", ("none", "norm:{norm}", "value:{value}"))
-    tiny = benchmark.dataclasses.replace(benchmark.SUITES["smoke"], scale=0.01)
+    kept = ("none", "norm", "agc", "spikeskip+norm")
+    monkeypatch.setattr(benchmark, "FAMILIES",
+                        tuple(f for f in benchmark.FAMILIES if f.name in kept))
+    tiny = benchmark.dataclasses.replace(benchmark.SUITES["smoke"], scale=0.005,
+                                         transformer=(1, 32, 2, 20))
     monkeypatch.setitem(benchmark.SUITES, "smoke", tiny)
 
 
-def test_smoke_suite_writes_tables_figures_and_results(tmp_path, capsys, trimmed):
-    out = tmp_path / "bench"
-    code, stdout, stderr = run_cli(["benchmark", "--suite", "smoke", "--jobs", "1", "--out",
+def run_smoke(out, capsys):
+    code, stdout, stderr = run_cli(["benchmark", "--suite", "smoke", "--jobs", "2", "--out",
                                     out], capsys)
     assert code == 0, stderr
-    report = (out / "report.md").read_text()
-    for task in ("## adding", "## temporal-order", "## lm", "## Summary across tasks"):
-        assert task in report
-    assert "| rank | strategy | diverged |" in report and "gradclip benchmark" in report
-    for figure in ("losses.png", "grad_norms.png", "ranks.png"):
-        assert (out / figure).read_bytes()[:8] == PNG
+    return stdout
+
+
+def test_smoke_suite_writes_results_report_and_figures(tmp_path, capsys, trimmed):
+    out = tmp_path / "bench"
+    stdout = run_smoke(out, capsys)
     results = json.loads((out / "results.json").read_text())
-    assert [task["task"] for task in results] == ["adding", "temporal-order", "lm"]
-    assert [len(task["rows"]) for task in results] == [3, 3, 3]
-    assert "[9/9]" in stdout
+    assert [t["task"] for t in results["tasks"]] == ["lm-transformer", "adding-rnn"]
+    assert all(len(t["lrs"]) == 2 for t in results["tasks"])
+    assert len(results["sweep"]) == 2 * 2 * 4
+    for entry in results["sweep"]:
+        assert set(entry) >= SWEEP_KEYS
+        low, high = entry["metric_ci95"]
+        assert low <= entry["metric_mean"] <= high
+    assert len(results["sensitivity"]) == 2 * 4
+    assert all({"strategy", "task", "lr_sensitivity"} <= set(e) for e in results["sensitivity"])
+    assert {c["strategy"] for c in results["claims"]} == {"norm", "agc", "spikeskip+norm"}
+    report = (out / "report.md").read_text()
+    for heading in ("## Claims", "### lm-transformer", "### adding-rnn", "| group | strategy |",
+                    "| strategy | lr 0.001 | lr 0.1 |", "LR sensitivity = mean over the rates"):
+        assert heading in report
+    for figure in ("sweep.png", "losses.png", "spikes.png"):
+        assert (out / figure).read_bytes()[:8] == PNG
+        assert f"![{figure[:-4]}]({figure})" in report
+    assert "scoring pass" in stdout and "claim norm" in stdout
 
 
 def test_rerunning_a_half_finished_benchmark_trains_only_the_missing_runs(tmp_path, capsys,
                                                                          trimmed):
     out = tmp_path / "bench"
-    argv = ["benchmark", "--suite", "smoke", "--jobs", "1", "--out", out]
-    assert run_cli(argv, capsys)[0] == 0
-    (missing,) = list((out / "runs" / "lm").glob("none-seed0"))
+    run_smoke(out, capsys)
+    (missing,) = list((out / "runs" / "adding-rnn" / "lr0.05").glob("none-seed0"))
     (missing / "summary.json").unlink()
-    code, stdout, _ = run_cli(argv, capsys)
-    assert code == 0
-    assert "[8/9] finished earlier, kept" in stdout
-    assert "[9/9] lm/none-seed0" in stdout
+    stdout = run_smoke(out, capsys)
+    assert "finished earlier, kept" in stdout
+    assert "lr0.05/none-seed0" in stdout

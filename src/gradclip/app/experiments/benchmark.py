@@ -1,21 +1,28 @@
-"""``gradclip benchmark``: every clipping strategy on the same tasks, seeds and budget.
+"""``gradclip benchmark``: every clipping strategy over a learning-rate sweep, tuned fairly.
 
-A suite is a grid of task x strategy x seed. Each task runs at a setting where training is
-hard (SGD at a high learning rate, as in the demo and the Pascanu et al. reproduction; the
-language model at a learning rate where unclipped training spikes). The thresholds of
-``norm:X``, ``value:X`` and ``spikeskip+norm:X`` come from ``gradclip profile``'s rule: an
-unclipped profile of the task's first ``profile_steps`` steps (seed 0), its recommendation.
+A suite is a set of task settings. Each setting runs at a grid of learning rates, from stable
+to unstable (AdamW rates for the transformer language model, SGD rates around the recurrent
+tasks' usual settings). At every rate each strategy family trains on the same seeds:
 
-Every run is an ordinary training run (the ``compare`` engine trains them, ``--jobs`` at a
-time); rerunning a suite into the same folder trains only the runs that did not finish.
+1. **Thresholds.** ``norm:X`` and ``value:X`` take X from ``gradclip profile``'s rule on an
+   unclipped profile of the setting (seed 0, its reference rate), swept over X x {0.25, 1, 4};
+   the adaptive strategies run with their paper's defaults and one alternative each.
+2. **Selection pass.** Every variant of a family trains on the selection seeds (1000, 1001,
+   ...); the variant with the best mean capped score is the family's choice at that rate.
+3. **Scoring pass.** The chosen variant trains on the scoring seeds (0, 1, ...): no choice
+   ever sees a seed it is scored on.
+
+The scores, their bootstrap intervals, the learning-rate sensitivity, loss spikes, rank groups
+and the claims table come from :mod:`gradclip.app.experiments.benchmark_results`. Every run is
+an ordinary training run (the ``compare`` engine trains them, ``--jobs`` at a time); rerunning
+a suite into the same folder trains only the runs that did not finish.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,105 +31,181 @@ import torch
 from gradclip.app.config import ModelConfig, TaskOptions, TrainConfig
 from gradclip.app.experiments import compare
 from gradclip.app.experiments.profile import measure, recommend
+from gradclip.app.experiments.sweep_stats import capped_score, spike_steps
 from gradclip.app.tasks import task_class
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines
+from gradclip.app.training.metrics_log import read_metrics
 from gradclip.app.training.rundir import remove_folder
-from gradclip.app.training.runs import NewRun
+from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.setup import clipper_from_spec
 
-STRATEGIES = ("none", "norm:{norm}", "value:{value}", "agc:0.01", "autoclip:0.1", "zclip",
-              "adagc", "spikeskip+norm:{norm}")
+SELECTION_SEED_BASE = 1000  # selection seeds are 1000, 1001, ...; scoring seeds 0, 1, ...
+THRESHOLD_FACTORS = (0.25, 1.0, 4.0)
+CURVE_POINTS = 120  # points kept of each scoring run's loss curve in results.json
+
+
+@dataclass(frozen=True)
+class Family:
+    """A strategy and its variants; the first is the paper's default (or the profile's X)."""
+
+    name: str
+    variants: tuple[str, ...]
+    reference: str
+
+    def specs(self, norm: float, value: float) -> list[str]:
+        """The variants with the profile's thresholds filled in."""
+        fill = {"norm": norm, "value": value}
+        specs = []
+        for template in self.variants:
+            specs.append(template.format(**{f"{name}{suffix}": f"{fill[name] * factor:.3g}"
+                                            for name in fill
+                                            for suffix, factor in zip(("_low", "", "_high"),
+                                                                      THRESHOLD_FACTORS,
+                                                                      strict=True)}))
+        return specs
+
+
+FAMILIES = (
+    Family("none", ("none",), "no clipping"),
+    Family("norm", ("norm:{norm}", "norm:{norm_low}", "norm:{norm_high}"),
+           "Pascanu, Mikolov & Bengio 2013"),
+    Family("value", ("value:{value}", "value:{value_low}", "value:{value_high}"),
+           "Mikolov 2012, as discussed by Pascanu et al. 2013"),
+    Family("agc", ("agc:0.01", "agc:0.1"), "Brock et al. 2021"),
+    Family("autoclip", ("autoclip:0.1", "autoclip:0.25"), "Seetharaman et al. 2020"),
+    Family("zclip", ("zclip", "zclip:z_thresh=2.0"), "Kumar et al. 2025"),
+    Family("adagc", ("adagc", "adagc:lambda_rel=1.1"), "Wang et al. 2025"),
+    Family("spikeskip+norm", ("spikeskip+norm:{norm}", "spikeskip:sigma=4+norm:{norm}"),
+           "OLMo-core's SkipStepOptimizer"),
+)
 
 
 @dataclass(frozen=True)
 class TaskSetting:
-    """One task of a suite: its options, model and training, and the profile length."""
+    """One task of a suite: its label, options, model, training, rate grid and profile."""
 
     label: str
+    description: str
     options: TaskOptions
     model: ModelConfig
     train: TrainConfig
+    lrs: tuple[float, ...]
     profile_steps: int
 
-    def run(self, clip: str, seed: int, run_dir: Path) -> NewRun:
-        """The run of ``clip`` with ``seed`` in ``run_dir``."""
+    def run(self, clip: str, lr: float, seed: int, run_dir: Path) -> NewRun:
+        """The run of ``clip`` at ``lr`` with ``seed`` in ``run_dir``."""
         return NewRun(dataclasses.replace(self.options, seed=seed), self.model,
-                      dataclasses.replace(self.train, clip=clip, seed=seed), run_dir)
+                      dataclasses.replace(self.train, clip=clip, lr=lr, seed=seed), run_dir)
+
+    @property
+    def reference_lr(self) -> float:
+        """The rate of the unclipped profile: the middle of the grid (the lower middle)."""
+        return self.lrs[(len(self.lrs) - 1) // 2]
 
 
 @dataclass(frozen=True)
 class Suite:
-    """Tasks, seeds and steps of a suite (``steps`` scales every task's budget)."""
+    """Seeds, budget scale and tasks of a suite."""
 
     name: str
     seeds: int
+    selection_seeds: int
     scale: float
-    text_epochs: float
     notes: str = ""
-    tasks: tuple[str, ...] = ("adding", "temporal-order", "lm")
+    transformer: tuple[int, int, int, int] = (4, 128, 4, 2000)  # layers, width, heads, steps
+    text: bool = False  # the text-classification task (with --data)
 
 
 SUITES = {
-    "smoke": Suite("smoke", seeds=1, scale=0.05, text_epochs=0.25,
+    "smoke": Suite("smoke", seeds=1, selection_seeds=1, scale=0.02, transformer=(2, 64, 2, 40),
                    notes="a few minutes in all, for tests and CI: too short to rank anything"),
-    "quick": Suite("quick", seeds=3, scale=0.5, text_epochs=1.0,
-                   notes="about 30 minutes on 2 cores"),
-    "full": Suite("full", seeds=5, scale=1.0, text_epochs=3.0, notes="hours"),
+    "quick": Suite("quick", seeds=3, selection_seeds=1, scale=0.25,
+                   transformer=(2, 64, 2, 400),
+                   notes="about an hour on 2 cores with --jobs 2"),
+    "full": Suite("full", seeds=5, selection_seeds=2, scale=1.0, text=True, notes="hours"),
 }
 
 
-def hard_settings(suite: Suite, data: Path | None) -> list[TaskSetting]:
-    """The suite's tasks at their hard settings (the text task only with ``--data``)."""
+def transformer_setting(suite: Suite, data: Path | None) -> TaskSetting:
+    """The small GPT on real text (nanoGPT's CPU character model in ``full``, a narrower one
+    in ``quick`` and ``smoke``): AdamW with warm-up and cosine decay over 5 rates (2 in
+    ``smoke``)."""
+    layers, width, heads, steps = suite.transformer
+    text = "the comments of --data" if data else "the built-in text"
+    return TaskSetting(
+        "lm-transformer", f"character LM on {text}, transformer {layers} layers x {width} ({heads} heads), context 64, batch 12, AdamW (weight decay 0.1), 10 % "
+        f"warm-up, cosine to 0.1 x, {steps} steps",
+        TaskOptions("lm", 0, 12, seq_len=64, data=data, model="transformer"),
+        ModelConfig(cell="transformer", hidden_size=width, layers=layers, heads=heads,
+                    dropout=0.0),
+        TrainConfig(optimizer="adamw", weight_decay=0.1, schedule="cosine",
+                    warmup_steps=max(1, steps // 10), min_lr_ratio=0.1, total_steps=steps,
+                    batch_size=12, device="cpu", threads=1, checkpoint_every=0, eval_every=0,
+                    log_every=0),
+        lrs=(1e-3, 1e-1) if suite.name == "smoke" else (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+        profile_steps=max(10, steps // 5))
+
+
+def settings_for(suite: Suite, data: Path | None) -> list[TaskSetting]:
+    """The suite's task settings: the transformer language model first (on ``--data``'s
+    comments when given, else the built-in text), then the recurrent tasks.
+
+    The smoke suite keeps the transformer at 2 rates and one recurrent task at 2 rates.
+    """
     def steps(full: int) -> int:
         return max(20, round(full * suite.scale))
 
     sgd: dict[str, Any] = {"optimizer": "sgd", "momentum": 0.9, "device": "cpu", "threads": 1,
-           "checkpoint_every": 0, "eval_every": 0, "log_every": 50}
+                           "checkpoint_every": 0, "eval_every": 0, "log_every": 0}
+    smoke = suite.name == "smoke"
     settings = [
-        TaskSetting("adding T=10, rnn 64, SGD lr 0.15 (the demo)",
+        transformer_setting(suite, data),
+        TaskSetting("adding-rnn", "adding problem T=10, RNN 64, SGD, warm-down",
                     TaskOptions("adding", 0, 64, seq_len=10), ModelConfig(hidden_size=64),
-                    TrainConfig(lr=0.15, schedule="warmdown", total_steps=steps(3000),
-                                batch_size=64, **sgd), profile_steps=steps(300)),
-        TaskSetting("temporal-order T=20, rnn 64, SGD lr 0.1",
-                    TaskOptions("temporal-order", 0, 64, seq_len=20),
-                    ModelConfig(hidden_size=64),
-                    TrainConfig(lr=0.1, total_steps=steps(3000), batch_size=64, **sgd),
-                    profile_steps=steps(300)),
-        TaskSetting("lm, built-in text, rnn 128, SGD lr 1.0, windows of 50",
-                    TaskOptions("lm", 0, 16, seq_len=50), ModelConfig(hidden_size=128,
-                                                                      embed_dim=32),
-                    TrainConfig(lr=1.0, total_steps=steps(2000), batch_size=16, **sgd),
-                    profile_steps=steps(300)),
+                    TrainConfig(schedule="warmdown", total_steps=steps(3000), batch_size=64,
+                                **sgd),
+                    lrs=(0.05, 0.5) if smoke else (0.05, 0.15, 0.5), profile_steps=steps(300)),
     ]
-    if data is not None:
+    if smoke:
+        return settings
+    settings += [
+        TaskSetting("temporal-order-rnn", "temporal order T=20, RNN 64, SGD",
+                    TaskOptions("temporal-order", 0, 64, seq_len=20), ModelConfig(hidden_size=64),
+                    TrainConfig(total_steps=steps(3000), batch_size=64, **sgd),
+                    lrs=(0.03, 0.1, 0.3), profile_steps=steps(300)),
+        TaskSetting("lm-rnn", "character LM, built-in text, RNN 128, SGD, windows of 50",
+                    TaskOptions("lm", 0, 16, seq_len=50),
+                    ModelConfig(hidden_size=128, embed_dim=32),
+                    TrainConfig(total_steps=steps(2000), batch_size=16, **sgd),
+                    lrs=(0.3, 1.0, 3.0), profile_steps=steps(300)),
+    ]
+    if suite.text and data is not None:
         settings.append(TaskSetting(
-            "text, BiGRU 64, AdamW lr 3e-3", TaskOptions("text", 0, 64, data=data,
-                                                         vocab_size=8000, max_len=128),
+            "text-bigru", "toxic comments, BiGRU 64, AdamW",
+            TaskOptions("text", 0, 64, data=data, vocab_size=8000, max_len=128),
             ModelConfig(cell="gru", hidden_size=64, bidirectional=True, embed_dim=64),
-            TrainConfig(optimizer="adamw", lr=3e-3, epochs=suite.text_epochs, batch_size=64,
-                        device="cpu", threads=1, checkpoint_every=0, log_every=50),
-            profile_steps=steps(100)))
+            TrainConfig(optimizer="adamw", epochs=1.0, device="cpu", threads=1,
+                        checkpoint_every=0, log_every=0),
+            lrs=(1e-3, 3e-3, 1e-2), profile_steps=steps(100)))
     return settings
 
 
 @dataclass
 class Thresholds:
-    """What the profile of a task recommends (``None``: nothing finite was measured)."""
+    """What the profile of a setting recommends (``None``: nothing finite was measured)."""
 
     norm: float | None
     value: float | None
     note: str = ""
 
-    def specs(self, strategies: tuple[str, ...]) -> list[str]:
-        """The suite's strategies with this task's thresholds filled in (known specs only)."""
-        norm = 1.0 if self.norm is None else self.norm
-        value = 0.01 if self.value is None else self.value
-        specs = [s.format(norm=f"{norm:.3g}", value=f"{value:.3g}") for s in strategies]
-        return [spec for spec in specs if is_known(spec)]
+    def specs(self, family: Family) -> list[str]:
+        """The family's variants with these thresholds (norm 1 and value 0.01 if none)."""
+        return family.specs(1.0 if self.norm is None else self.norm,
+                            0.01 if self.value is None else self.value)
 
 
 def is_known(spec: str) -> bool:
-    """Whether this installation of gradclip has the strategy (adagc, spikeskip are new)."""
+    """Whether the spec names a strategy this installation has."""
     try:
         clipper_from_spec(spec)
     except Exception:  # noqa: BLE001 (an unknown strategy is left out, and said in the report)
@@ -131,11 +214,12 @@ def is_known(spec: str) -> bool:
 
 
 def profile_thresholds(setting: TaskSetting, out: Path) -> Thresholds:
-    """Profile the task unclipped, then recommend as ``gradclip profile`` does (p90, p99)."""
-    folder = out / "profiles" / setting.options.name
+    """Profile the setting unclipped at its reference rate; recommend as ``gradclip profile``."""
+    folder = out / "profiles" / setting.label
     remove_folder(folder)
-    train = dataclasses.replace(setting.train, clip="none", total_steps=setting.profile_steps,
-                                epochs=None, log_every=0, eval_every=0)
+    train = dataclasses.replace(setting.train, clip="none", lr=setting.reference_lr,
+                                total_steps=setting.profile_steps, epochs=None, log_every=0,
+                                eval_every=0)
     new = NewRun(setting.options, setting.model, train, folder)
     # a progress line at least every 30 s: a text profile is minutes long
     _, _, profile = measure(new, [MetricsLogger(folder), ProgressLines(f"profile {folder.name}")])
@@ -143,80 +227,147 @@ def profile_thresholds(setting: TaskSetting, out: Path) -> Thresholds:
     if recommendation is None:
         return Thresholds(None, None, "no finite norm in the profile: norm:1 and value:0.01")
     return Thresholds(recommendation.norm_threshold, recommendation.value_threshold,
-                      f"p90 of {len(profile.global_norms)} unclipped steps")
+                      f"p90 of {len(profile.global_norms)} unclipped steps at lr "
+                      f"{setting.reference_lr:g}")
 
 
-@dataclass
-class TaskResult:
-    """One task's table: a row per strategy, over the seeds."""
+def initial_metric(setting: TaskSetting, out: Path) -> float:
+    """The headline metric of the untrained model (seed 0): the cap of a diverged run."""
+    from gradclip.app.training.trainer import Trainer
 
-    setting: TaskSetting
-    thresholds: Thresholds
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    folder = out / "profiles" / f"{setting.label}-init"
+    remove_folder(folder)
+    train = dataclasses.replace(setting.train, clip="none", total_steps=1, epochs=None)
+    with create_run(NewRun(setting.options, setting.model, train, folder)) as current:
+        trainer = Trainer(current.run_dir, current.config, current.task)
+        scores = current.task.evaluate(trainer.model, torch.device("cpu"))
+    remove_folder(folder)
+    return float(scores[task_class(setting.options.name).metric_name])
 
 
-def plan(settings: list[TaskSetting], thresholds: dict[str, Thresholds], seeds: int,
-         out: Path) -> tuple[list[tuple[tuple[str, str], NewRun]], list[tuple[str, str]]]:
-    """Every (task, strategy) key and its runs over the seeds, in table order."""
-    points, keys = [], []
-    for setting in settings:
-        task = setting.options.name
-        for spec in thresholds[task].specs(STRATEGIES):
-            keys.append((task, spec))
-            for seed in range(seeds):
-                folder = out / "runs" / task / f"{safe(spec)}-seed{seed}"
-                points.append(((task, spec), setting.run(spec, seed, folder)))
-    return points, keys
+def run_folder(out: Path, setting: TaskSetting, lr: float, spec: str, seed: int) -> Path:
+    return out / "runs" / setting.label / f"lr{lr:g}" / f"{safe(spec)}-seed{seed}"
 
 
 def safe(spec: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in spec)
 
 
-def summarise(settings: list[TaskSetting], thresholds: dict[str, Thresholds],
-              grouped: dict[tuple[str, str], list[dict[str, Any]]]) -> list[TaskResult]:
-    """Per task: a row per strategy (diverged, metric, clip and skip rates, overhead, rank)."""
-    results = []
+PointKey = tuple[str, float, str, str, int]  # (setting label, lr, family, spec, seed)
+
+
+def selection_plan(settings: list[TaskSetting], thresholds: dict[str, Thresholds],
+                   suite: Suite, out: Path) -> list[tuple[PointKey, NewRun]]:
+    """Every variant of every family with more than one, at every rate, on the selection
+    seeds."""
+    points = []
     for setting in settings:
-        task = setting.options.name
-        kind = task_class(task)
-        rows = [strategy_row(spec, runs, kind.metric_name)
-                for (name, spec), runs in grouped.items() if name == task]
-        base = next((r["seconds_per_step"] for r in rows if r["strategy"] == "none"), math.nan)
-        for r in rows:
-            r["overhead"] = r["seconds_per_step"] / base - 1 if base > 0 else math.nan
-        rank_rows(rows, kind.higher_is_better)
-        results.append(TaskResult(setting, thresholds[task], rows))
-    return results
+        for lr in setting.lrs:
+            for family in FAMILIES:
+                specs = [s for s in thresholds[setting.label].specs(family) if is_known(s)]
+                if len(specs) < 2:
+                    continue
+                for spec in specs:
+                    for seed in selection_seeds(suite):
+                        points.append(((setting.label, lr, family.name, spec, seed),
+                                       setting.run(spec, lr, seed,
+                                                   run_folder(out, setting, lr, spec, seed))))
+    return points
 
 
-def strategy_row(spec: str, runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    summaries = [r["summary"] for r in runs]
-    steps = [max(1, s["step"]) for s in summaries]
-    return {
-        "strategy": spec, "seeds": len(runs),
-        "diverged": sum(compare.diverged(r) for r in runs),
-        "metric": [compare.number((s.get("eval") or {}).get(metric)) for s in summaries],
-        "clipped": statistics.mean(s["clipped_steps"] / n for s, n in zip(summaries, steps,
-                                                                            strict=True)),
-        "skipped": statistics.mean(s["skipped_steps"] / n for s, n in zip(summaries, steps,
-                                                                            strict=True)),
-        "seconds_per_step": statistics.median(s["seconds"] / n for s, n in zip(
-            summaries, steps, strict=True)),
-        "steps": statistics.median(steps),
-        "run_dirs": [r["run_dir"] for r in runs],
+def scoring_plan(settings: list[TaskSetting], chosen: dict[tuple[str, float, str], str],
+                 suite: Suite, out: Path) -> list[tuple[PointKey, NewRun]]:
+    """The chosen variant of every family at every rate, on the scoring seeds."""
+    points = []
+    for setting in settings:
+        for lr in setting.lrs:
+            for family in FAMILIES:
+                spec = chosen.get((setting.label, lr, family.name))
+                if spec is None:
+                    continue
+                for seed in range(suite.seeds):
+                    points.append(((setting.label, lr, family.name, spec, seed),
+                                   setting.run(spec, lr, seed,
+                                               run_folder(out, setting, lr, spec, seed))))
+    return points
+
+
+def selection_seeds(suite: Suite) -> range:
+    return range(SELECTION_SEED_BASE, SELECTION_SEED_BASE + suite.selection_seeds)
+
+
+def choose_variants(settings: list[TaskSetting], thresholds: dict[str, Thresholds],
+                    records: list[dict[str, Any]]) -> tuple[dict[tuple[str, float, str], str],
+                                                            list[dict[str, Any]]]:
+    """Each family's variant at each rate: the best mean capped score on the selection seeds
+    (the first listed wins a tie; a family with one variant has nothing to choose).
+
+    Returns:
+        the choice per ``(setting, lr, family)`` and one selection entry per choice made.
+    """
+    chosen: dict[tuple[str, float, str], str] = {}
+    entries = []
+    for setting in settings:
+        higher = task_class(setting.options.name).higher_is_better
+        for lr in setting.lrs:
+            for family in FAMILIES:
+                specs = [s for s in thresholds[setting.label].specs(family) if is_known(s)]
+                if not specs:
+                    continue
+                if len(specs) == 1:
+                    chosen[(setting.label, lr, family.name)] = specs[0]
+                    continue
+                means = {}
+                for spec in specs:
+                    scores = [r["score"] for r in records if r["stage"] == "selection"
+                              and r["task"] == setting.label and r["lr"] == lr
+                              and r["spec"] == spec]
+                    means[spec] = sum(scores) / len(scores)
+                best = (max if higher else min)(specs, key=lambda s: means[s])
+                chosen[(setting.label, lr, family.name)] = best
+                entries.append({"task": setting.label, "lr": lr, "strategy": family.name,
+                                "chosen": best, "candidates": means})
+    return chosen, entries
+
+
+def run_record(key: PointKey, result: dict[str, Any], stage: str, initial: float,
+               setting: TaskSetting) -> dict[str, Any]:
+    """One finished run, as ``results.json`` keeps it: its score, divergence and spikes."""
+    label, lr, family, spec, seed = key
+    kind = task_class(setting.options.name)
+    summary = result["summary"]
+    metric = compare.number((summary.get("eval") or {}).get(kind.metric_name))
+    diverged = compare.diverged(result)
+    losses = [compare.number(r.get("loss")) for r in read_metrics(Path(result["run_dir"]))]
+    record = {
+        "task": label, "lr": lr, "strategy": family, "spec": spec, "stage": stage,
+        "seed": seed, "diverged": diverged, "metric": metric,
+        "score": capped_score(metric, diverged, initial, kind.higher_is_better),
+        "spikes": len(spike_steps(losses)), "steps": len(losses),
+        "clipped_steps": summary.get("clipped_steps"),
+        "skipped_steps": summary.get("skipped_steps"), "run_dir": result["run_dir"],
     }
+    if stage == "scoring":
+        stride = max(1, math.ceil(len(losses) / CURVE_POINTS))
+        record["curve"] = [[i + 1, losses[i]] for i in range(0, len(losses), stride)]
+    return record
 
 
-def rank_rows(rows: list[dict[str, Any]], higher_is_better: bool) -> None:
-    """Rank 1 is best: fewest diverged runs, then the best mean metric of the finite runs."""
-    def key(row: dict[str, Any]) -> tuple[int, float]:
-        finite = [v for v in row["metric"] if math.isfinite(v)]
-        mean = statistics.mean(finite) if finite else math.inf * (-1 if higher_is_better else 1)
-        return row["diverged"], -mean if higher_is_better else mean
+def left_out_strategies() -> list[str]:
+    """The families' variants this installation lacks."""
+    return [spec for family in FAMILIES for spec in family.specs(1.0, 0.01)
+            if not is_known(spec)]
 
-    for rank, row in enumerate(sorted(rows, key=key), start=1):
-        row["rank"] = rank
+
+def task_entry(setting: TaskSetting, thresholds: Thresholds, initial: float) -> dict[str, Any]:
+    """A task of ``results.json``: its label, setting, metric, rates and thresholds."""
+    kind = task_class(setting.options.name)
+    return {"task": setting.label, "description": setting.description,
+            "metric": kind.metric_name, "higher_is_better": kind.higher_is_better,
+            "lrs": list(setting.lrs), "initial_metric": initial,
+            "steps": setting.train.total_steps,
+            "thresholds": {"norm": thresholds.norm, "value": thresholds.value,
+                           "note": thresholds.note}}
 
 
 def versions() -> str:
@@ -225,83 +376,5 @@ def versions() -> str:
     import gradclip
 
     return (f"gradclip {gradclip.__version__}, torch {torch.__version__}, Python "
-            f"{platform.python_version()}, torch.get_num_threads() = 1 per run")
-
-
-def task_table(result: TaskResult) -> str:
-    """One task's Markdown table, best rank first."""
-    metric = task_class(result.setting.options.name).metric_name
-    lines = [f"| rank | strategy | diverged | final {metric} (mean ± sd) | clipped | skipped "
-             "| time per step vs none |", "|---:|---|---:|---:|---:|---:|---:|"]
-    for row in sorted(result.rows, key=lambda r: r["rank"]):
-        overhead = row["overhead"]
-        shown = "—" if row["strategy"] == "none" or not math.isfinite(overhead) else \
-            f"{overhead:+.0%}"
-        lines.append(f"| {row['rank']} | {row['strategy']} | {row['diverged']}/{row['seeds']} "
-                     f"| {compare.mean_std(row['metric'])} | {row['clipped']:.0%} "
-                     f"| {row['skipped']:.0%} | {shown} |")
-    return "\n".join(lines)
-
-
-def summary_table(results: list[TaskResult]) -> str:
-    """Ranks of every strategy family on every task, and the mean rank."""
-    from gradclip.app.experiments.plots import strategy_family
-
-    names = list(dict.fromkeys(strategy_family(r["strategy"]) for t in results for r in t.rows))
-    tasks = [t.setting.options.name for t in results]
-    ranks = {(strategy_family(r["strategy"]), t.setting.options.name): r["rank"]
-             for t in results for r in t.rows}
-    lines = ["| strategy | " + " | ".join(tasks) + " | mean rank |",
-             "|---|" + "---:|" * (len(tasks) + 1)]
-    rows = []
-    for name in names:
-        values = [ranks.get((name, task)) for task in tasks]
-        known = [v for v in values if v is not None]
-        rows.append((statistics.mean(known) if known else math.inf, name, values))
-    for mean, name, values in sorted(rows):
-        cells = " | ".join("—" if v is None else str(v) for v in values)
-        lines.append(f"| {name} | {cells} | {mean:.1f} |")
-    return "\n".join(lines)
-
-
-def report(suite: Suite, results: list[TaskResult], command: str, figures: list[Path],
-           elapsed: float, left_out: list[str]) -> str:
-    """``report.md``: the setting and table of each task, the summary, the command, versions."""
-    runs = sum(row["seeds"] for result in results for row in result.rows)
-    training = sum(row["seconds_per_step"] * row["steps"] * row["seeds"]
-                   for result in results for row in result.rows)
-    lines = [f"# gradclip benchmark: suite {suite.name}", "",
-             f"{suite.seeds} seed(s) per run; {suite.notes}. {runs} runs, {training / 60:.0f} "
-             f"minutes of training in all (one thread each); this invocation took "
-             f"{elapsed:.0f} s (runs finished earlier are kept).", "",
-             "Rank: fewest diverged runs first (a run diverged when its loss became NaN/Inf or "
-             f"its final validation loss exceeds {compare.DIVERGENCE_FACTOR:g}x its first "
-             "training loss), then the best mean final metric. Clipped/skipped: share of "
-             "steps. Time per step: median over seeds, against `none` in the same run.", ""]
-    for result in results:
-        t = result.thresholds
-        norm = "none" if t.norm is None else f"{t.norm:.3g}"
-        value = "none" if t.value is None else f"{t.value:.3g}"
-        lines += [f"## {result.setting.label}", "",
-                  f"Thresholds from an unclipped profile ({t.note}): norm {norm}, value "
-                  f"{value}.", "", task_table(result), ""]
-    lines += ["## Summary across tasks", "", summary_table(results), ""]
-    if left_out:
-        lines += [f"Not in this installation, left out: {', '.join(left_out)}.", ""]
-    lines += [f"![{path.stem}]({path.name})" for path in figures]
-    lines += ["", "Reproduce with:", "", f"    {command}", "", versions(), ""]
-    return "\n".join(lines)
-
-
-def rows_json(results: list[TaskResult]) -> list[dict[str, Any]]:
-    """``results.json``: every task's setting, thresholds and rows (with every run folder)."""
-    return [{"task": r.setting.options.name, "label": r.setting.label,
-             "thresholds": {"norm": r.thresholds.norm, "value": r.thresholds.value,
-                            "note": r.thresholds.note},
-             "rows": r.rows} for r in results]
-
-
-def left_out_strategies() -> list[str]:
-    """The suite's strategies this installation lacks (filled with a dummy threshold)."""
-    return [spec.format(norm="X", value="X") for spec in STRATEGIES
-            if not is_known(spec.format(norm="1", value="1"))]
+            f"{platform.python_version()}, CPU {platform.processor() or platform.machine()}, "
+            "torch.get_num_threads() = 1 per run")
