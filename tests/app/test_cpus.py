@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from gradclip.app import cpus
 from gradclip.app.cli import parse
 from gradclip.app.commands import compare
-from gradclip.app.experiments.benchmark import SUITES, hard_settings
+from gradclip.app.experiments.benchmark import SUITES, settings_for
 from gradclip.app.experiments.compare import grid
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -71,7 +71,7 @@ def test_compare_runs_no_more_threads_in_all_than_the_machine_has_cores(
 def test_benchmark_runs_one_thread_each_and_at_most_one_job_per_core(monkeypatch):
     monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
     assert cpus.parallel_jobs(6) == 2
-    for setting in hard_settings(SUITES["quick"], Path("comments.csv")):
+    for setting in settings_for(SUITES["quick"], Path("comments.csv")):
         assert setting.train.threads == 1, setting.label
 
 

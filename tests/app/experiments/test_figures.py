@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from gradclip.app.experiments import plots  # noqa: E402
-from gradclip.app.experiments.benchmark import STRATEGIES  # noqa: E402
 from gradclip.app.experiments.compare import Setting  # noqa: E402
 from gradclip.app.experiments.palette import strategy_colours  # noqa: E402
 
@@ -157,26 +156,30 @@ def test_compare_figures_of_a_single_setting_read(tmp_path, drawn):
 
 
 @pytest.mark.parametrize("count", sorted(STRATEGY_SETS))
-def test_benchmark_figures_read_with_one_colour_per_strategy(tmp_path, drawn, count):
-    tasks = []
-    for index, name in enumerate(("adding", "temporal_order", "text")):
-        # the suite's own strategies, with a threshold of their own on each task
-        specs = ([spec.format(norm=0.8 + index, value=0.01 * (index + 1)) for spec in STRATEGIES]
-                 if count == len(STRATEGIES) else STRATEGY_SETS[count])
-        rows = [{"strategy": spec, "rank": rank + 1,
-                 "run_dirs": [fake_run(tmp_path / name / f"{rank}-{seed}", seed + rank, spec)
-                              for seed in range(2)]}
-                for rank, spec in enumerate(specs)]
-        tasks.append(SimpleNamespace(rows=rows, setting=SimpleNamespace(
-            label=f"{name}: lstm, T=200, sgd lr 0.05, 1000 steps",
-            options=SimpleNamespace(name=name))))
-    plots.plot_benchmark(tmp_path, tasks)
-    assert set(drawn) == {"losses.png", "grad_norms.png", "ranks.png"}
+def test_benchmark_figures_read_with_one_colour_per_strategy(tmp_path, drawn, count,
+                                                            monkeypatch):
+    from gradclip.app.experiments import benchmark_plots
+
+    monkeypatch.setattr(benchmark_plots, "save_figure", plots.save_figure)  # the keeper
+
+    rng = random.Random(count)
+    specs = STRATEGY_SETS[count]
+    tasks = [{"task": name, "metric": "mse", "higher_is_better": False, "lrs": [0.01, 0.1],
+              "initial_metric": 1.0} for name in ("lm-transformer", "adding-rnn", "lm-rnn")]
+    sweep = [{"task": t["task"], "strategy": spec, "lr": lr, "metric_mean": 0.5,
+              "metric_ci95": [0.4, 0.6], "spikes_mean": rng.random(), "diverged": 0}
+             for t in tasks for spec in specs for lr in t["lrs"]]
+    records = [{"task": t["task"], "strategy": spec, "lr": lr, "stage": "scoring",
+                "curve": [[step, 1 + rng.random()] for step in range(1, STEPS)]}
+               for t in tasks for spec in specs for lr in t["lrs"] for _ in range(2)]
+    results = {"tasks": tasks, "sweep": sweep, "records": records, "spike_k": 6,
+               "spike_window": 50}
+    benchmark_plots.plot_all(tmp_path, results)
+    assert set(drawn) == {"sweep.png", "losses.png", "spikes.png"}
     for name, figure in drawn.items():
         assert_reads(figure, name)
-    for name in ("losses.png", "grad_norms.png"):
-        assert_one_colour_per_strategy(drawn[name], name, count)
-        panels = [axis for axis in drawn[name].axes if axis.axison]
+        assert_one_colour_per_strategy(figure, name, count)
+        panels = [axis for axis in figure.axes if axis.axison]
         assert len({tuple(solid_line_colours(axis)) for axis in panels}) == 1, \
             f"{name}: a strategy changes colour between panels"
 

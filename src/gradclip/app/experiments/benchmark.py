@@ -322,8 +322,11 @@ def choose_variants(settings: list[TaskSetting], thresholds: dict[str, Threshold
                     scores = [r["score"] for r in records if r["stage"] == "selection"
                               and r["task"] == setting.label and r["lr"] == lr
                               and r["spec"] == spec]
-                    means[spec] = sum(scores) / len(scores)
-                best = (max if higher else min)(specs, key=lambda s: means[s])
+                    if scores:
+                        means[spec] = sum(scores) / len(scores)
+                if not means:  # no selection run finished: nothing to choose from
+                    continue
+                best = (max if higher else min)(means, key=lambda s: means[s])
                 chosen[(setting.label, lr, family.name)] = best
                 entries.append({"task": setting.label, "lr": lr, "strategy": family.name,
                                 "chosen": best, "candidates": means})

@@ -16,36 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradclip.app.experiments.plots import pyplot, save_figure
-
-# TEMPORARY until the shared palette lands
-_COLOURS = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00",
-            "#CC79A7"]
-
-
-def colour_map(names: Sequence[str]) -> dict[str, Any]:
-    return {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(names)}
-
-
-def panel_figure(plt: Any, panels: int) -> tuple[Any, list[Any]]:
-    columns = min(panels, 2)
-    rows = math.ceil(panels / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns + 2, 3.8 * rows),
-                                squeeze=False, layout="constrained")
-    flat = [a for row in axes for a in row]
-    for extra in flat[panels:]:
-        extra.remove()
-    return figure, flat[:panels]
-
-
-def legend_outside(figure: Any, axes: Sequence[Any]) -> None:
-    handles, labels = {}, []
-    for axis in axes:
-        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
-            if label not in handles:
-                handles[label] = handle
-                labels.append(label)
-    figure.legend([handles[label] for label in labels], labels, loc="outside right upper")
+from gradclip.app.experiments.layout import (
+    axis_labels,
+    figure_title,
+    legend_below,
+    line_handles,
+    panel_figure,
+    panel_title,
+    pyplot,
+    save_figure,
+)
+from gradclip.app.experiments.palette import strategy_colours
 
 
 def strategies_of(results: dict[str, Any]) -> list[str]:
@@ -55,15 +36,15 @@ def strategies_of(results: dict[str, Any]) -> list[str]:
 def plot_all(out: Path, results: dict[str, Any]) -> list[Path]:
     """Every figure of the report, written into ``out``; their paths."""
     plt = pyplot()
-    colours = colour_map(strategies_of(results))
+    colours = strategy_colours(strategies_of(results))
     return [draw(plt, out / name, results, colours) for name, draw in
             (("sweep.png", draw_sweep), ("losses.png", draw_losses),
              ("spikes.png", draw_spikes))]
 
 
-def finish(plt: Any, figure: Any, axes: Sequence[Any], path: Path, title: str) -> Path:
-    figure.suptitle(title)
-    legend_outside(figure, axes)
+def finish(plt: Any, figure: Any, colours: dict[str, str], path: Path, title: str) -> Path:
+    figure_title(figure, title)
+    legend_below(figure, line_handles(colours), title="strategy")
     save_figure(figure, path, 100)
     plt.close(figure)
     return path
@@ -71,7 +52,7 @@ def finish(plt: Any, figure: Any, axes: Sequence[Any], path: Path, title: str) -
 
 def draw_sweep(plt: Any, path: Path, results: dict[str, Any], colours: dict[str, Any]) -> Path:
     """Final score against learning rate per task, one line and band per strategy."""
-    figure, axes = panel_figure(plt, len(results["tasks"]))
+    figure, axes = panel_figure(len(results["tasks"]))
     for axis, task in zip(axes, results["tasks"], strict=True):
         for strategy in strategies_of(results):
             entries = sorted((e for e in results["sweep"] if e["task"] == task["task"]
@@ -85,9 +66,11 @@ def draw_sweep(plt: Any, path: Path, results: dict[str, Any], colours: dict[str,
                               [e["metric_ci95"][1] for e in entries], color=colours[strategy],
                               alpha=0.12, linewidth=0)
         axis.axhline(task["initial_metric"], color="0.5", linestyle=":", linewidth=1)
-        axis.set(xscale="log", xlabel="learning rate (log)", title=task["task"],
-                 ylabel=f"final {task['metric']} ({'higher' if task['higher_is_better'] else 'lower'} is better)")
-    return finish(plt, figure, axes, path, "final score against learning rate: mean over "
+        direction = "higher" if task["higher_is_better"] else "lower"
+        axis.set_xscale("log")
+        axis_labels(axis, "learning rate (log)", f"final {task['metric']} ({direction} is better)")
+        panel_title(axis, task["task"])
+    return finish(plt, figure, colours, path, "final score against learning rate: mean over "
                   "seeds, band = bootstrap 95 % interval; dotted = untrained")
 
 
@@ -100,7 +83,7 @@ def stable_rate(results: dict[str, Any], task: dict[str, Any]) -> float | None:
 
 def draw_losses(plt: Any, path: Path, results: dict[str, Any], colours: dict[str, Any]) -> Path:
     """Median training-loss curve over the scoring seeds at the highest stable rate."""
-    figure, axes = panel_figure(plt, len(results["tasks"]))
+    figure, axes = panel_figure(len(results["tasks"]))
     for axis, task in zip(axes, results["tasks"], strict=True):
         lr = stable_rate(results, task)
         for strategy in strategies_of(results):
@@ -111,9 +94,10 @@ def draw_losses(plt: Any, path: Path, results: dict[str, Any], colours: dict[str
                 steps, median = median_curve(curves)
                 axis.plot(steps, median, color=colours[strategy], label=strategy, linewidth=1)
         title = task["task"] if lr is None else f"{task['task']}, lr {lr:g}"
-        axis.set(yscale="log", xlabel="optimizer step", ylabel="training loss (log)",
-                 title=title)
-    return finish(plt, figure, axes, path, "training loss at the highest rate where some "
+        axis.set_yscale("log")
+        axis_labels(axis, "optimizer step", "training loss (log)")
+        panel_title(axis, title)
+    return finish(plt, figure, colours, path, "training loss at the highest rate where some "
                   "strategy stays stable (median over seeds)")
 
 
@@ -131,7 +115,7 @@ def median_curve(curves: Sequence[Sequence[Sequence[float]]]) -> tuple[list[floa
 
 def draw_spikes(plt: Any, path: Path, results: dict[str, Any], colours: dict[str, Any]) -> Path:
     """Mean loss spikes per run against learning rate, one line per strategy."""
-    figure, axes = panel_figure(plt, len(results["tasks"]))
+    figure, axes = panel_figure(len(results["tasks"]))
     for axis, task in zip(axes, results["tasks"], strict=True):
         for strategy in strategies_of(results):
             entries = sorted((e for e in results["sweep"] if e["task"] == task["task"]
@@ -140,8 +124,9 @@ def draw_spikes(plt: Any, path: Path, results: dict[str, Any], colours: dict[str
                 axis.plot([e["lr"] for e in entries], [e["spikes_mean"] for e in entries],
                           marker="o", markersize=3, color=colours[strategy], label=strategy,
                           linewidth=1)
-        axis.set(xscale="log", xlabel="learning rate (log)", ylabel="loss spikes per run",
-                 title=task["task"])
-    return finish(plt, figure, axes, path, f"loss spikes per run (median + "
+        axis.set_xscale("log")
+        axis_labels(axis, "learning rate (log)", "loss spikes per run")
+        panel_title(axis, task["task"])
+    return finish(plt, figure, colours, path, f"loss spikes per run (median + "
                   f"{results['spike_k']:g} x MAD of the previous {results['spike_window']} "
                   "steps), mean over seeds")

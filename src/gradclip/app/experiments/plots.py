@@ -4,7 +4,6 @@
 - ``plot_run``: a run's loss, gradient norm with its threshold, and per-layer heat map;
 - ``plot_compare``: the same three views over every run of ``gradclip compare``;
 - ``plot_demo``: the demo's loss and gradient norm per strategy;
-- ``plot_benchmark``: a benchmark's loss and gradient norm per task, and the strategies' ranks.
 
 Norms span orders of magnitude, so every norm axis is logarithmic. Every figure takes its
 strategy colours from ``palette`` (one colour per strategy, the same in every figure) and its
