@@ -13,7 +13,7 @@ tasks' usual settings). At every rate each strategy family trains on the same se
    ever sees a seed it is scored on.
 
 The scores, their bootstrap intervals, the learning-rate sensitivity, loss spikes, rank groups
-and the claims table come from :mod:`gradclip.app.experiments.benchmark_results`. Every run is
+and the claims table come from ``gradclip.app.experiments.benchmark_results``. Every run is
 an ordinary training run (the ``compare`` engine trains them, ``--jobs`` at a time); rerunning
 a suite into the same folder trains only the runs that did not finish.
 """

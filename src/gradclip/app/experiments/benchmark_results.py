@@ -1,13 +1,13 @@
 """The benchmark's ``results.json``: sweep entries, sensitivities, rank groups and claims.
 
-Built from the run records of :func:`gradclip.app.experiments.benchmark.run_record`:
+Built from the run records of ``gradclip.app.experiments.benchmark.run_record``:
 
 - one **sweep** entry per (task, strategy, learning rate): ``task``, ``strategy``, ``lr``,
   ``seeds``, ``diverged``, ``metric_mean`` (mean capped score over the scoring seeds),
   ``metric_ci95`` (bootstrap), ``spikes_mean``, and the variant chosen (``spec``);
 - one **sensitivity** entry per (task, strategy): ``lr_sensitivity`` (Wortsman et al. 2023)
   with its bootstrap interval, the best rate and its score, the rank group;
-- the **claims** (:mod:`gradclip.app.experiments.claims`).
+- the **claims** (``gradclip.app.experiments.claims``).
 
 The report and every figure are made from this file alone.
 """
@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from gradclip.app.experiments.claims import evaluate_all
 from gradclip.app.experiments.sweep_stats import (
     SPIKE_K,
     SPIKE_WINDOW,
@@ -25,6 +26,7 @@ from gradclip.app.experiments.sweep_stats import (
     bootstrap_interval,
     lr_sensitivity,
     rank_groups,
+    scores_of,
 )
 
 SENSITIVITY_FORMULA = (
@@ -34,13 +36,6 @@ SENSITIVITY_FORMULA = (
     "strategy reached at any rate of the task (Wortsman et al. 2023)")
 SPIKE_RULE = (f"a step whose training loss exceeds median + {SPIKE_K:g} x MAD of the previous "
               f"{SPIKE_WINDOW} steps' losses (at least 10 of them), or is not finite")
-
-
-def scores_of(records: Sequence[dict[str, Any]], task: str, strategy: str, lr: float,
-              field: str = "score") -> list[float]:
-    """``field`` of the scoring runs of one (task, strategy, rate)."""
-    return [float(r[field]) for r in records if r["stage"] == "scoring" and r["task"] == task
-            and r["strategy"] == strategy and r["lr"] == lr]
 
 
 def sweep_entries(records: Sequence[dict[str, Any]], task: dict[str, Any],
@@ -111,8 +106,6 @@ def build(records: Sequence[dict[str, Any]], tasks: Sequence[dict[str, Any]],
           strategies: Sequence[str], **header: Any) -> dict[str, Any]:
     """The whole ``results.json``: ``header`` (suite, seeds, command, ...), the tasks, every
     run, the sweep and sensitivity entries, the claims."""
-    from gradclip.app.experiments.claims import evaluate_all
-
     sweep = [e for task in tasks for e in sweep_entries(records, task, strategies)]
     sensitivity = [e for task in tasks for e in sensitivity_entries(records, task, sweep)]
     return {**header, "sensitivity_formula": SENSITIVITY_FORMULA, "spike_rule": SPIKE_RULE,

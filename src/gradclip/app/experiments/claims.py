@@ -30,8 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gradclip.app.experiments.benchmark_results import scores_of
-from gradclip.app.experiments.sweep_stats import bootstrap_interval, lr_sensitivity
+from gradclip.app.experiments.sweep_stats import bootstrap_interval, lr_sensitivity, scores_of
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
+from typing import Any
 
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
@@ -96,7 +97,7 @@ def lr_sensitivity(scores: Sequence[float], best: float, higher_is_better: bool)
     """Wortsman et al.'s learning-rate sensitivity of one strategy on one task.
 
     ``mean over the rates of |score(lr) - best|``, where ``score(lr)`` is the strategy's mean
-    capped score at that rate (:func:`capped_score`) and ``best`` the best mean score any
+    capped score at that rate (``capped_score``) and ``best`` the best mean score any
     strategy reached at any rate. 0 means as good as the best at every rate.
 
     Args:
@@ -176,3 +177,10 @@ def rank_groups(means: dict[str, float], intervals: dict[str, tuple[float, float
             if name not in groups and other_low <= high and low <= other_high:
                 groups[name] = group
     return groups
+
+
+def scores_of(records: Sequence[dict[str, Any]], task: str, strategy: str, lr: float,
+              field: str = "score") -> list[float]:
+    """``field`` of the scoring runs of one (task, strategy, rate)."""
+    return [float(r[field]) for r in records if r["stage"] == "scoring" and r["task"] == task
+            and r["strategy"] == strategy and r["lr"] == lr]
