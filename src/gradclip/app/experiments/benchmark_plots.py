@@ -50,13 +50,18 @@ def finish(plt: Any, figure: Any, colours: dict[str, str], path: Path, title: st
     return path
 
 
+def by_rate(results: dict[str, Any], task: dict[str, Any], strategy: str) -> list[dict[str, Any]]:
+    """The sweep entries of one strategy on one task, lowest rate first."""
+    return sorted((e for e in results["sweep"] if e["task"] == task["task"]
+                   and e["strategy"] == strategy), key=lambda e: e["lr"])
+
+
 def draw_sweep(plt: Any, path: Path, results: dict[str, Any], colours: dict[str, Any]) -> Path:
     """Final score against learning rate per task, one line and band per strategy."""
     figure, axes = panel_figure(len(results["tasks"]))
     for axis, task in zip(axes, results["tasks"], strict=True):
         for strategy in strategies_of(results):
-            entries = sorted((e for e in results["sweep"] if e["task"] == task["task"]
-                              and e["strategy"] == strategy), key=lambda e: e["lr"])
+            entries = by_rate(results, task, strategy)
             if not entries:
                 continue
             lrs = [e["lr"] for e in entries]
@@ -118,8 +123,7 @@ def draw_spikes(plt: Any, path: Path, results: dict[str, Any], colours: dict[str
     figure, axes = panel_figure(len(results["tasks"]))
     for axis, task in zip(axes, results["tasks"], strict=True):
         for strategy in strategies_of(results):
-            entries = sorted((e for e in results["sweep"] if e["task"] == task["task"]
-                              and e["strategy"] == strategy), key=lambda e: e["lr"])
+            entries = by_rate(results, task, strategy)
             if entries:
                 axis.plot([e["lr"] for e in entries], [e["spikes_mean"] for e in entries],
                           marker="o", markersize=3, color=colours[strategy], label=strategy,

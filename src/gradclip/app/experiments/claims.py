@@ -67,7 +67,7 @@ MEASURE_NAMES = {"sensitivity": "LR sensitivity", "spikes": "spikes per run (mea
                  "best": "score at the best rate"}
 
 
-def statistic(measure: str, lrs: Sequence[float], best: float, higher: bool
+def statistic(measure: str, best: float, higher: bool
               ) -> Callable[[list[list[float]]], float]:
     """The measure of one strategy from its per-rate samples (lower is better, except
     ``best`` where the direction is the metric's)."""
@@ -99,7 +99,7 @@ def evaluate(claim: Claim, records: Sequence[dict[str, Any]], tasks: Sequence[di
     field = "spikes" if claim.measure == "spikes" else "score"
     mine = [e["metric_mean"] for e in sweep if e["task"] == task["task"]]
     best = (max if higher else min)(mine)
-    measure = statistic(claim.measure, lrs, best, higher)
+    measure = statistic(claim.measure, best, higher)
     # positive = the claim's way: a lower sensitivity or spike count, or a better best score
     larger_is_better = claim.measure == "best" and higher
 
