@@ -78,12 +78,17 @@ def run_gradclip(command: list[str]) -> tuple[str, dict[str, object]]:
     """Run ``gradclip COMMAND`` (its output streams through); its stdout and provenance."""
     started = time.time()
     print("$ " + shlex.join(["gradclip", *command]), flush=True)
-    process = subprocess.run([sys.executable, "-m", "gradclip", *command], stdout=subprocess.PIPE,
-                             text=True, check=False, cwd=ROOT)
-    sys.stdout.write(process.stdout)
+    lines = []
+    with subprocess.Popen([sys.executable, "-m", "gradclip", *command], stdout=subprocess.PIPE,
+                          text=True, cwd=ROOT) as process:
+        assert process.stdout is not None, "stdout is a pipe"
+        for line in process.stdout:  # each progress line as it comes
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
     if process.returncode != 0:
         raise SystemExit(f"docs_figures: gradclip {command[0]} failed (exit {process.returncode})")
-    return process.stdout, provenance(command, started, time.time() - started)
+    return "".join(lines), provenance(command, started, time.time() - started)
 
 
 def shown(path: Path) -> str:
