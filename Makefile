@@ -45,7 +45,7 @@ docs: $(VENV)/.dev-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Rerun what the docs publish (the demo table and figure, the quick benchmark): real runs, their
-# command, versions and date recorded beside the results (docs/generated/). Takes about an hour.
+# command, versions and date recorded beside the results (docs/generated/). Takes about 35 minutes.
 docs-figures: $(VENV)/.app-installed
 	$(BIN)/python scripts/docs_figures.py
 

@@ -2,7 +2,7 @@
 
     python scripts/docs_figures.py                     # the demo and the quick benchmark
     python scripts/docs_figures.py --only demo         # the demo alone (a few minutes)
-    python scripts/docs_figures.py --only benchmark    # the quick suite (about an hour on 2 cores)
+    python scripts/docs_figures.py --only benchmark    # the quick suite (about half an hour on 2 cores)
 
 Each target runs the real ``gradclip`` command into ``runs/docs-figures/<target>`` and copies
 what the docs show into ``docs/`` (``--docs DIR`` elsewhere), with a ``provenance.json``

@@ -164,8 +164,10 @@ def test_benchmark_figures_read_with_one_colour_per_strategy(tmp_path, drawn, co
 
     rng = random.Random(count)
     specs = STRATEGY_SETS[count]
-    tasks = [{"task": name, "metric": "mse", "higher_is_better": False, "lrs": [0.01, 0.1],
-              "initial_metric": 1.0} for name in ("lm-transformer", "adding-rnn", "lm-rnn")]
+    grids = {"lm-transformer": [0.001, 0.003, 0.01, 0.03, 0.1],  # the published grids: under
+             "adding-rnn": [0.05, 0.15, 0.5], "lm-rnn": [0.3, 1.0, 3.0]}  # a decade, too
+    tasks = [{"task": name, "metric": "mse", "higher_is_better": False, "lrs": lrs,
+              "initial_metric": 1.0} for name, lrs in grids.items()]
     sweep = [{"task": t["task"], "strategy": spec, "lr": lr, "metric_mean": 0.5,
               "metric_ci95": [0.4, 0.6], "spikes_mean": rng.random(), "diverged": 0}
              for t in tasks for spec in specs for lr in t["lrs"]]

@@ -1,7 +1,7 @@
 """``gradclip benchmark``: every clipping strategy on the same hard tasks, seeds and budget.
 
-Suites: ``smoke`` (minutes, for tests and CI), ``quick`` (about an hour on 2 cores, 3 seeds)
-and ``full`` (hours, 5 seeds). Each task runs at a grid of learning rates; each strategy's
+Suites: ``smoke`` (minutes, for tests and CI), ``quick`` (about half an hour on 2 cores, 3 seeds)
+and ``full`` (about 40 hours, 5 seeds). Each task runs at a grid of learning rates; each strategy's
 threshold or variant is chosen on selection seeds and scored on others. ``--out`` then holds
 ``results.json`` (every run, the sweep entries with bootstrap intervals, the learning-rate
 sensitivity, loss spikes, the claims), ``report.md`` and its figures (``sweep.png``,
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=options.HelpFormatter, description=__doc__.split("\n")[0].replace(
             "``", "") + "\n\nexample:\n  gradclip benchmark --suite smoke --out runs/bench")
     parser.add_argument("--suite", choices=SUITE_NAMES, default="smoke",
-                        help="smoke: minutes; quick: about an hour on 2 cores with --jobs 2; full: hours")
+                        help="smoke: minutes; quick: about half an hour on 2 cores with "
+                             "--jobs 2; full: about 40 hours")
     parser.add_argument("--data", type=Path, default=None,
                         help="a toxic-comment CSV: the transformer language model reads its comments (and 'full' adds the text-classification task)")
     parser.add_argument("--out", type=Path, default=None,

@@ -121,8 +121,9 @@ SUITES = {
                    notes="a few minutes in all, for tests and CI: too short to rank anything"),
     "quick": Suite("quick", seeds=3, selection_seeds=1, scale=0.25,
                    transformer=(2, 64, 2, 400),
-                   notes="about an hour on 2 cores with --jobs 2"),
-    "full": Suite("full", seeds=5, selection_seeds=2, scale=1.0, text=True, notes="hours"),
+                   notes="about half an hour on 2 cores with --jobs 2"),
+    "full": Suite("full", seeds=5, selection_seeds=2, scale=1.0, text=True,
+                  notes="about 40 hours on 2 cores with --jobs 2 (estimated from quick's runs)"),
 }
 
 

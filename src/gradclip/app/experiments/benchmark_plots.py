@@ -56,6 +56,25 @@ def by_rate(results: dict[str, Any], task: dict[str, Any], strategy: str) -> lis
                    and e["strategy"] == strategy), key=lambda e: e["lr"])
 
 
+def rate_axis(axis: Any, lrs: Sequence[float]) -> None:
+    """A log x axis labelled at the grid's own rates (``0.03``, ``0.1``), no minor labels.
+
+    Matplotlib labels minor ticks on a log axis spanning under a decade, and those labels
+    (``3 x 10^-2``, ``4 x 10^-2``) run into each other on a narrow panel.
+    """
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    axis.set_xscale("log")
+    axis.xaxis.set_major_locator(FixedLocator(sorted(set(lrs))))
+    axis.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.xaxis.set_minor_formatter(NullFormatter())
+
+
+def task_rates(results: dict[str, Any], task: dict[str, Any]) -> list[float]:
+    return [e["lr"] for e in results["sweep"] if e["task"] == task["task"]]
+
+
 def draw_sweep(plt: Any, path: Path, results: dict[str, Any], colours: dict[str, Any]) -> Path:
     """Final score against learning rate per task, one line and band per strategy."""
     figure, axes = panel_figure(len(results["tasks"]))
@@ -71,12 +90,25 @@ def draw_sweep(plt: Any, path: Path, results: dict[str, Any], colours: dict[str,
                               [e["metric_ci95"][1] for e in entries], color=colours[strategy],
                               alpha=0.12, linewidth=0)
         axis.axhline(task["initial_metric"], color="0.5", linestyle=":", linewidth=1)
+        axis.set_ylim(*data_range(results, task))
         direction = "higher" if task["higher_is_better"] else "lower"
-        axis.set_xscale("log")
+        rate_axis(axis, task_rates(results, task))
         axis_labels(axis, "learning rate (log)", f"final {task['metric']} ({direction} is better)")
         panel_title(axis, task["task"])
     return finish(plt, figure, colours, path, "final score against learning rate: mean over "
                   "seeds, band = bootstrap 95 % interval; dotted = untrained")
+
+
+def data_range(results: dict[str, Any], task: dict[str, Any]) -> tuple[float, float]:
+    """The y range of a task's means and bands, padded by 5 %: the untrained line is shown
+    only where some band reaches it, so a far-off line does not flatten the curves."""
+    values = [v for e in results["sweep"] if e["task"] == task["task"]
+              for v in (e["metric_mean"], *e["metric_ci95"]) if math.isfinite(v)]
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+    return low - pad, high + pad
 
 
 def stable_rate(results: dict[str, Any], task: dict[str, Any]) -> float | None:
@@ -128,7 +160,7 @@ def draw_spikes(plt: Any, path: Path, results: dict[str, Any], colours: dict[str
                 axis.plot([e["lr"] for e in entries], [e["spikes_mean"] for e in entries],
                           marker="o", markersize=3, color=colours[strategy], label=strategy,
                           linewidth=1)
-        axis.set_xscale("log")
+        rate_axis(axis, task_rates(results, task))
         axis_labels(axis, "learning rate (log)", "loss spikes per run")
         panel_title(axis, task["task"])
     return finish(plt, figure, colours, path, f"loss spikes per run (median + "

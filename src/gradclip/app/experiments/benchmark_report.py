@@ -1,6 +1,6 @@
 """``report.md`` of a benchmark, written from its ``results.json`` alone.
 
-Sections: how to read it (the sweep, the fair tuning, the statistics, the formulas), the claims
+Sections: in short (the rank groups and the claims' answers, in words), how to read it (the sweep, the fair tuning, the statistics, the formulas), the claims
 table, the learning-rate sensitivity with rank groups per task, the sweep table per task (score
 with its interval, divergences and spikes at each rate, the variant chosen), the step overhead
 when measured, the figures and the command.
@@ -119,13 +119,47 @@ def step_overhead_section(overhead: dict[str, Any] | None) -> list[str]:
     return lines + [""]
 
 
+def task_in_short(results: dict[str, Any], task: dict[str, Any]) -> str:
+    """One line: who leads the task's sensitivity ranking, where ``none`` lands, and whether
+    any run at any rate diverged (a grid with no divergence tests stability only weakly)."""
+    entries = sorted((e for e in results["sensitivity"] if e["task"] == task["task"]),
+                     key=lambda e: (e["rank_group"], e["lr_sensitivity"]))
+    groups = max(e["rank_group"] for e in entries)
+    if groups == 1:
+        return f"- **{task['task']}**: nothing separates the strategies (one rank group)."
+    first = [f"`{e['strategy']}`" for e in entries if e["rank_group"] == 1]
+    line = f"- **{task['task']}**: the least sensitive to the learning rate: {', '.join(first)}"
+    unclipped = next((e for e in entries if e["strategy"] == "none"), None)
+    if unclipped is not None:
+        beside = sum(e["rank_group"] == unclipped["rank_group"] for e in entries) - 1
+        line += (f"; `none` in group {unclipped['rank_group']} of {groups}, with {beside} "
+                 "other strategies")
+    if not any(e["diverged"] for e in entries):
+        line += ("; no run diverged at any rate, so the grid tests how well each strategy "
+                 "learns, not whether it keeps training alive")
+    return line + "."
+
+
+def in_short(results: dict[str, Any]) -> list[str]:
+    """The report's findings in words, generated like every number of it."""
+    lines = ["## In short", ""]
+    lines += [task_in_short(results, task) for task in results["tasks"]]
+    answers: dict[str, list[str]] = {}
+    for claim in results["claims"]:
+        answers.setdefault(claim["answer"], []).append(f"`{claim['strategy']}`")
+    told = "; ".join(f"{answer}: {', '.join(names)}" for answer, names in answers.items())
+    lines += [f"- **Claims** ({len(results['claims'])}): {told}."]
+    return lines + [""]
+
+
 def report(results: dict[str, Any], figures: Sequence[str]) -> str:
     """The whole ``report.md``."""
     lines = [f"# gradclip benchmark: suite {results['suite']}", "",
              f"{results['notes']}. {results['runs']} runs ({results['selection_runs']} for "
              f"selection); this invocation took {results['elapsed_seconds']:.0f} s (runs "
-             "finished earlier are kept).", "", "## How to read it", ""]
-    lines += method(results)
+             "finished earlier are kept).", ""]
+    lines += in_short(results)
+    lines += ["## How to read it", ""] + method(results)
     lines += ["## Claims", ""] + claims_table(results["claims"]) + [""]
     lines += ["## Learning-rate sensitivity and sweeps", ""]
     for task in results["tasks"]:
