@@ -89,6 +89,16 @@ def test_compare_trains_the_transformer_under_each_clip(tmp_path, capsys):
     assert "bits_per_char" in (tmp_path / "compare" / "report.md").read_text()
 
 
+def test_compare_refuses_to_mix_the_transformer_with_recurrent_models(tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["compare", "--task", "lm", "--models", "rnn,transformer",
+                            "--steps", "2"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--models cannot mix transformer with recurrent models" in err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--task", "adding", "--model", "transformer"], "use it with --task lm, not --task adding"),
     (["--task", "lm", "--heads", "2"], "--heads is read only by --model transformer"),

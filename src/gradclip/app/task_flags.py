@@ -50,7 +50,8 @@ def refuse_ignored_task_flags(args: argparse.Namespace, defaults: Mapping[str, o
 
 
 def refuse_model_mismatch(args: argparse.Namespace, defaults: Mapping[str, object]) -> None:
-    """Raise ``UserError`` for ``--model transformer`` off ``--task lm``, or for a flag the
+    """Raise ``UserError`` for ``--model transformer`` off ``--task lm``, for ``--models``
+    mixing it with recurrent models (each kind has its own defaults), or for a flag the
     chosen model ignores (``--heads`` with a recurrent cell, ``--embed-dim`` with the
     transformer).
 
@@ -63,6 +64,10 @@ def refuse_model_mismatch(args: argparse.Namespace, defaults: Mapping[str, objec
     """
     models = getattr(args, "models", None) or [getattr(args, "model", None)]
     transformer = TRANSFORMER in models
+    if transformer and len(set(models)) > 1:
+        raise UserError(f"--models cannot mix {TRANSFORMER} with recurrent models: their "
+                        "defaults (optimizer, rate, schedule, context) differ; compare each "
+                        "kind in a run of its own")
     if transformer and args.task != "lm":
         raise UserError(f"--model {TRANSFORMER} is a character language model: use it with "
                         f"--task lm, not --task {args.task}")
