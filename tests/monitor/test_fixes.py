@@ -59,3 +59,18 @@ def test_monitor_on_an_lstm_that_vanishes_does_not_suggest_a_gated_cell():
     assert report.cells == {"(root)": "LSTM"}
     assert "already gated (lstm)" in verdict.fix
     assert "LSTM or GRU" not in verdict.fix
+
+
+def test_a_transformer_is_never_told_to_use_a_gated_cell():
+    setting = RunSetting(cell="transformer", optimizer="adamw", lr=0.001, layers=2)
+    for fix in (fixes.vanishing_fix(setting), fixes.stalled_fix(setting, None)):
+        assert "gated cell" not in fix and "--model lstm" not in fix
+
+
+def test_adam_stalled_at_a_high_rate_is_told_to_lower_it_first():
+    """The quick benchmark's transformer stalls at AdamW lr 0.1 under every strategy."""
+    high = fixes.stalled_fix(RunSetting(cell="transformer", optimizer="adamw", lr=0.1), None)
+    assert high.startswith("lower the learning rate (e.g. --lr 0.033")
+    assert "a larger learning rate" not in high
+    low = fixes.stalled_fix(RunSetting(cell="transformer", optimizer="adamw", lr=0.001), None)
+    assert low.startswith("a larger learning rate")

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GATED_CELLS = ("lstm", "gru")
+VANILLA_CELLS = ("rnn", "rnn-relu")
+HIGH_ADAM_LR = 0.01  # above nanoGPT's 1e-3 by 10x: Adam's steps no longer shrink with the loss
 ADAPTIVE_CLIPS = ("autoclip", "zclip", "adagc", "agc", "spikeskip")
 PROFILE_HINT = ("`gradclip profile` with the same options measures the norms and prints what "
                 "to use: 'Recommended: --clip ...'")
@@ -48,6 +50,11 @@ class RunSetting:
     @property
     def gated(self) -> bool:
         return self.cell_name in GATED_CELLS
+
+    @property
+    def vanilla(self) -> bool:
+        """A plain recurrent cell (the gated-cell advice is for it alone, not a transformer)."""
+        return self.cell_name in VANILLA_CELLS
 
     @property
     def clipping(self) -> bool:
@@ -101,7 +108,7 @@ def vanishing_fix(setting: RunSetting) -> str:
     elif setting.cell_name is None:
         parts.append("use a gated cell (LSTM or GRU) if the model is a vanilla RNN, shorter "
                      "sequences or truncated back-propagation")
-    else:
+    elif setting.vanilla:
         parts.append("use a gated cell (nn.LSTM or nn.GRU; --model lstm|gru in the CLI), or "
                      "shorter sequences")
         parts.append("orthogonal or identity initialisation of the recurrent weights "
@@ -114,16 +121,21 @@ def vanishing_fix(setting: RunSetting) -> str:
 
 
 def stalled_fix(setting: RunSetting, clip_fraction: float | None) -> str:
-    """The loss did not fall: a too-tight threshold first, then the optimizer."""
+    """The loss did not fall: a too-tight threshold first, then the optimizer and its rate
+    (Adam at a high rate plateaus: the quick benchmark's transformer at lr 0.1)."""
     if tight(setting, clip_fraction):
         return tight_fix(setting, clip_fraction)
     parts = []
     if setting.optimizer == "sgd":
         parts.append("try --optimizer adam, or a larger learning rate if the norms stay "
                      "small and nothing diverges")
+    elif setting.lr is not None and setting.lr >= HIGH_ADAM_LR:
+        parts.append(f"{setting.lower_lr()} first: {setting.optimizer or 'an adaptive optimizer'}"
+                     f" at {setting.lr:g} often plateaus where the loss first levels off; "
+                     "if a lower rate stalls too, more steps")
     else:
         parts.append("a larger learning rate, or more steps")
-    if not setting.gated and setting.cell_name is not None:
+    if setting.vanilla:
         parts.append("a gated cell (LSTM or GRU; --model lstm|gru) learns longer dependencies")
     return "; ".join(parts)
 
