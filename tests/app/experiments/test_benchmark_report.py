@@ -26,7 +26,7 @@ def test_in_short_names_the_first_group_in_order_and_where_none_lands():
     lines = in_short(results())
     transformer = next(line for line in lines if "lm-transformer" in line)
     assert "`agc`, `zclip`;" in transformer  # by sensitivity, lowest first
-    assert "`none` in group 2 of 2, with 1 other strategies" in transformer
+    assert "`none` with 1 other strategies in group 2 of 2" in transformer
     assert "no run diverged at any rate" in transformer
 
 

@@ -132,8 +132,8 @@ def task_in_short(results: dict[str, Any], task: dict[str, Any]) -> str:
     unclipped = next((e for e in entries if e["strategy"] == "none"), None)
     if unclipped is not None:
         beside = sum(e["rank_group"] == unclipped["rank_group"] for e in entries) - 1
-        line += (f"; `none` in group {unclipped['rank_group']} of {groups}, with {beside} "
-                 "other strategies")
+        company = f"with {beside} other strategies" if beside else "alone"
+        line += f"; `none` {company} in group {unclipped['rank_group']} of {groups}"
     if not any(e["diverged"] for e in entries):
         line += ("; no run diverged at any rate, so the grid tests how well each strategy "
                  "learns, not whether it keeps training alive")
