@@ -3,6 +3,7 @@
     python -m benchmarks.advice [--seeds 3] [--tasks readme,adding-rnn,lm-transformer,...]
                                 [--lr RATE] [--benchmark results.json]
                                 [--data toxic_comments.csv] [--out runs/advice] [--json PATH]
+                                [--markdown PATH]
 
 For each setting (the README's adding problem, T=10, vanilla RNN, SGD lr 0.15, 3,000 steps at
 a constant lr; then the quick benchmark suite's settings by label, ``gradclip benchmark
@@ -149,6 +150,20 @@ def against_best(row: dict[str, Any], runs: list[dict[str, Any]], best: dict[str
                within_best=bool(mean >= low if higher else mean <= high))
 
 
+def advice_markdown(result: dict[str, Any]) -> str:
+    """What each profile found and recommended, the outcome table, and whether it holds."""
+    lines = [f"- `{name}` at lr {found['lr']:g}: the unclipped profile ({found['kept_steps']} "
+             f"steps kept) was *{found['regime']}*; recommended: "
+             + ", ".join(f"`{spec}`" for spec in found["specs"])
+             for name, found in result["advice"].items()]
+    verdict = "holds" if result["holds"] else "does not hold"
+    lines += ["", table(result["rows"]), "",
+              f"Every recommended spec succeeded on at least 2/3 of the seeds (where the task "
+              f"has a criterion), diverged on none and (where the benchmark has the rate) "
+              f"scored within the best strategy's interval: **{verdict}**."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -162,6 +177,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data", type=Path, default=None,
                         help="the toxic-comment CSV (the transformer's text)")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the profiles, the table and the verdict as Markdown "
+                             "(what the docs include)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     published = json.loads(args.benchmark.read_text()) if args.benchmark else None
@@ -196,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   [v for v in r["metric"] if math.isfinite(v)] or [math.nan]) for r in rows}}
     if args.json:
         write_json(args.json, result)
+    if args.markdown:
+        args.markdown.write_text(advice_markdown(result), encoding="utf-8")
     return result
 
 

@@ -3,6 +3,7 @@
     python scripts/docs_figures.py                     # the demo and the quick benchmark
     python scripts/docs_figures.py --only demo         # the demo alone (a few minutes)
     python scripts/docs_figures.py --only benchmark    # the quick suite (about half an hour on 2 cores)
+    python scripts/docs_figures.py --only advice       # benchmarks.advice (about 15 minutes)
 
 Each target runs the real ``gradclip`` command into ``runs/docs-figures/<target>`` and copies
 what the docs show into ``docs/`` (``--docs DIR`` elsewhere), with a ``provenance.json``
@@ -31,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ("demo", "benchmark")
+TARGETS = ("demo", "benchmark", "advice")
 TOXIC_COMMENTS = ROOT.parent / "shared" / "data" / "toxic_comments.csv"
 
 
@@ -58,9 +59,9 @@ def run_threads(out: Path) -> list[int]:
 
 
 def provenance(command: list[str], started: float, wall_seconds: float) -> dict[str, object]:
-    """What produced a generated file: command, versions, machine, date, wall time."""
+    """What produced a generated file: command (as shown), versions, machine, date, wall time."""
     return {
-        "command": shlex.join(["gradclip", *command]),
+        "command": shlex.join(command),
         "date": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "wall_seconds": round(wall_seconds, 1),
@@ -74,21 +75,30 @@ def provenance(command: list[str], started: float, wall_seconds: float) -> dict[
     }
 
 
-def run_gradclip(command: list[str]) -> tuple[str, dict[str, object]]:
-    """Run ``gradclip COMMAND`` (its output streams through); its stdout and provenance."""
+def run_python(argv: list[str], shown_as: list[str]) -> tuple[str, dict[str, object]]:
+    """Run ``python ARGV`` (its output streams through); its stdout and provenance.
+
+    ``shown_as`` is the command as the docs print it (``gradclip ...``, ``python -m ...``).
+    """
     started = time.time()
-    print("$ " + shlex.join(["gradclip", *command]), flush=True)
+    print("$ " + shlex.join(shown_as), flush=True)
     lines = []
-    with subprocess.Popen([sys.executable, "-m", "gradclip", *command], stdout=subprocess.PIPE,
-                          text=True, cwd=ROOT) as process:
+    with subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True,
+                          cwd=ROOT) as process:
         assert process.stdout is not None, "stdout is a pipe"
         for line in process.stdout:  # each progress line as it comes
             sys.stdout.write(line)
             sys.stdout.flush()
             lines.append(line)
     if process.returncode != 0:
-        raise SystemExit(f"docs_figures: gradclip {command[0]} failed (exit {process.returncode})")
-    return "".join(lines), provenance(command, started, time.time() - started)
+        raise SystemExit(f"docs_figures: {shlex.join(shown_as[:2])} failed "
+                         f"(exit {process.returncode})")
+    return "".join(lines), provenance(shown_as, started, time.time() - started)
+
+
+def run_gradclip(command: list[str]) -> tuple[str, dict[str, object]]:
+    """Run ``gradclip COMMAND``; its stdout and provenance."""
+    return run_python(["-m", "gradclip", *command], ["gradclip", *command])
 
 
 def shown(path: Path) -> str:
@@ -179,6 +189,34 @@ def benchmark(runs: Path, docs: Path) -> None:
     write_json(published / "provenance.json", record)
 
 
+ADVICE_RUNS = (  # (name, arguments): the recurrent settings at their reference rates, then
+    ("recurrent", ["--tasks", "readme,adding-rnn,temporal-order-rnn,lm-rnn"]),  # the small
+    ("transformer-lr0.03", ["--tasks", "lm-transformer", "--lr", "0.03"]),  # GPT where the
+    ("transformer-lr0.1", ["--tasks", "lm-transformer", "--lr", "0.1"]),  # unclipped run spikes
+)
+
+
+def advice(runs: Path, docs: Path) -> None:
+    """``python -m benchmarks.advice``: does ``gradclip profile``'s recommendation hold?
+    docs/generated/advice/<name>.md, checked against the published benchmark's intervals."""
+    generated = fresh(docs / "generated" / "advice")
+    published = docs / "benchmark" / "results.json"
+    for name, arguments in ADVICE_RUNS:
+        out = runs / "advice" / name
+        command = ["-m", "benchmarks.advice", *arguments, "--benchmark", shown(published),
+                   "--out", shown(out), "--json", shown(out / "advice.json"),
+                   "--markdown", shown(generated / f"{name}.md")]
+        if TOXIC_COMMENTS.is_file():
+            command += ["--data", shown(TOXIC_COMMENTS)]
+        _, record = run_python(command, ["python", *command])
+        write_json(generated / f"{name}.provenance.json", record)
+        (generated / f"{name}.timing.txt").write_text(
+            f"`{record['command']}`: {record['wall_seconds']:.0f} s on "
+            f"{record['cpu_count']} cores of {record['cpu_model']}, one run at a time on one "
+            f"thread (load average {record['load_average_at_start'][0]:.1f} at the start), "
+            f"{record['date'][:10]}\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=TARGETS, action="append",
@@ -194,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     for target in args.only or TARGETS:
         if target == "demo":
             demo(args.runs.resolve(), args.docs, args.steps, args.seeds)
-        else:
+        elif target == "benchmark":
             benchmark(args.runs.resolve(), args.docs)
+        else:
+            advice(args.runs.resolve(), args.docs)
     return 0
 
 
