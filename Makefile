@@ -44,8 +44,9 @@ typecheck: $(VENV)/.dev-installed
 docs: $(VENV)/.dev-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-# Rerun what the docs publish (the demo table and figure, the quick benchmark): real runs, their
-# command, versions and date recorded beside the results (docs/generated/). Takes about 35 minutes.
+# Rerun what the docs publish (the demo table and figure, the quick benchmark, the advice check):
+# real runs, their command, versions and date recorded beside the results (docs/generated/,
+# docs/benchmark/). Takes about 30 minutes on 2 quiet cores.
 docs-figures: $(VENV)/.app-installed
 	$(BIN)/python scripts/docs_figures.py
 

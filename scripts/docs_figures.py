@@ -1,9 +1,9 @@
 """Regenerate what the docs publish from real runs: ``make docs-figures``.
 
-    python scripts/docs_figures.py                     # the demo and the quick benchmark
+    python scripts/docs_figures.py                     # the demo, the quick benchmark, the advice
     python scripts/docs_figures.py --only demo         # the demo alone (a few minutes)
     python scripts/docs_figures.py --only benchmark    # the quick suite (about half an hour on 2 cores)
-    python scripts/docs_figures.py --only advice       # benchmarks.advice (about 15 minutes)
+    python scripts/docs_figures.py --only advice       # benchmarks.advice (about 4 minutes)
 
 Each target runs the real ``gradclip`` command into ``runs/docs-figures/<target>`` and copies
 what the docs show into ``docs/`` (``--docs DIR`` elsewhere), with a ``provenance.json``
