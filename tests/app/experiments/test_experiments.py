@@ -42,3 +42,17 @@ def test_the_compare_grid_is_every_combination_in_command_line_order():
 def test_mean_and_spread_count_the_non_finite_runs_apart():
     assert compare.mean_std([1.0, 3.0, math.nan]) == "2 ± 1.4 (1 NaN)"
     assert compare.mean_std([math.nan]) == "NaN"
+
+
+def test_progress_line_names_the_run_below_the_grids_common_folder(tmp_path, capsys):
+    from gradclip.app.experiments.compare import ProgressLine
+
+    root = tmp_path / "bench" / "runs"
+    meter = ProgressLine(2, 0, root=root)
+    result = {"run_dir": str(root / "lm-rnn" / "lr1" / "norm_8.2-seed0"), "wall_seconds": 3.0,
+              "summary": {"status": "completed"}}
+    meter.done(result)
+    ProgressLine(2, 0).done(result)  # no root: the last two levels
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith("[1/2] lm-rnn/lr1/norm_8.2-seed0: completed in 3 s")
+    assert second.startswith("[1/2] lr1/norm_8.2-seed0: completed in 3 s")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -124,7 +125,9 @@ def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
                 remove_folder(new.run_dir)  # unfinished: trained again from the start
         if results[index] is None:
             todo.append(index)
-    meter = ProgressLine(len(points), len(points) - len(todo), enabled=progress)
+    folders = [str(new.run_dir) for _, new in points if new.run_dir is not None]
+    root = Path(os.path.commonpath(folders)) if len(folders) > 1 else None
+    meter = ProgressLine(len(points), len(points) - len(todo), enabled=progress, root=root)
     jobs = worker_count(jobs, len(todo))
     if jobs <= 1:
         for index in todo:
@@ -157,10 +160,16 @@ def finished_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 class ProgressLine:
-    """``[k/n] run-folder: status, s; ETA`` after each finished run, on stdout."""
+    """``[k/n] run-folder: status, s; ETA`` after each finished run, on stdout.
 
-    def __init__(self, total: int, already: int, enabled: bool = True):
-        self.total, self.count, self.enabled = total, already, enabled
+    The folder is shown below ``root`` (the grid's common folder), so that a benchmark's
+    line names the task, the rate and the run (``lm-rnn/lr1/norm_8.2-seed0``); without a
+    root, its last two levels.
+    """
+
+    def __init__(self, total: int, already: int, enabled: bool = True,
+                 root: Path | None = None):
+        self.total, self.count, self.enabled, self.root = total, already, enabled, root
         self.started, self.fresh = time.perf_counter(), 0
         if enabled and already:
             print(f"[{already}/{total}] finished earlier, kept", flush=True)
@@ -170,11 +179,15 @@ class ProgressLine:
         if self.enabled:
             elapsed = time.perf_counter() - self.started
             left = elapsed / self.fresh * (self.total - self.count)
-            folder = Path(result["run_dir"])
-            print(f"[{self.count}/{self.total}] {folder.parent.name}/{folder.name}: "
+            print(f"[{self.count}/{self.total}] {self.shown(Path(result['run_dir']))}: "
                   f"{result['summary']['status']} in {result['wall_seconds']:.0f} s; "
                   f"ETA {left:.0f} s", flush=True)
         return result
+
+    def shown(self, folder: Path) -> str:
+        if self.root is not None and folder.is_relative_to(self.root) and folder != self.root:
+            return folder.relative_to(self.root).as_posix()
+        return f"{folder.parent.name}/{folder.name}"
 
 
 def number(value: Any) -> float:
