@@ -258,7 +258,8 @@ def add_optimization_options(
                       "autoclip:0.1, zclip, zclip:alpha=0.97,z_thresh=2.5, adagc, "
                       "spikeskip; join specs with + to apply them in turn: "
                       "spikeskip+norm:1.0, agc:0.01+norm:1.0"),
-    steps_help: str = "optimizer steps (default: 2000 for synthetic tasks)",
+    steps_help: str = ("optimizer steps (default: 2000, the transformer included; --task "
+                       "text: --epochs instead)"),
 ) -> None:
     group = parser.add_argument_group("optimization and clipping")
     group.add_argument("--clip", default=None, help=task_default("clip", clip_help))
