@@ -135,5 +135,5 @@ def test_lm_refuses_distributed_runs():
 
     task = lm_task()
     config = RunConfig(task.config(), ModelConfig(hidden_size=8), TrainConfig(total_steps=1))
-    with pytest.raises(UserError, match="cannot run with --distributed ddp"):
+    with pytest.raises(UserError, match="cannot run with --distributed ddp \\(its carried state belongs"):
         Trainer("unused", config, task, DataParallel(torch.device("cpu"), Launch(0, 2, 0)))

@@ -112,6 +112,7 @@ class Task:
     batches_per_epoch: int | None = None
     default_steps: int | None = None  # steps when neither --steps nor --epochs is given
     distributed = True  # whether DDP/FSDP runs can split its batches over ranks
+    not_distributed_because = ""  # where it cannot: why, for the one-line refusal
 
     @classmethod
     def from_options(cls, options: TaskOptions) -> Task:

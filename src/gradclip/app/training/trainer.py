@@ -133,7 +133,7 @@ class Trainer:
         parallel.check(train)
         if parallel.mode != "none" and not task.distributed:
             raise UserError(f"--task {task.name} cannot run with --distributed {parallel.mode} "
-                            "(its carried state belongs to one process's streams)")
+                            f"({task.not_distributed_because})")
         torch.manual_seed(train.seed)
         random.seed(train.seed)
         # Wrapped (DDP, FSDP2) before the optimizer is built over its parameters.

@@ -94,7 +94,7 @@ class LanguageModelTask(Task):
     readout = "next"
     metric_name = "bits_per_char"
     higher_is_better = False
-    distributed = False  # the carried state belongs to one process's streams
+    distributed = False  # why: ``not_distributed_because``
     default_steps = 2000
     windows_per_epoch = 0  # streams only
 
@@ -114,8 +114,12 @@ class LanguageModelTask(Task):
         cut = int(len(ids) * (1 - settings["val_fraction"]))
         if self.windows == "streams":
             self.cut_text_into_streams(ids[:cut], ids[cut:], len(text))
+            self.not_distributed_because = "its carried state belongs to one process's streams"
         else:
             self.keep_text_for_windows(ids[:cut], ids[cut:], len(text))
+            self.not_distributed_because = ("the transformer's windows are drawn by one "
+                                            "generator; splitting them over ranks is not "
+                                            "built yet")
 
     def cut_text_into_streams(self, train_ids: Tensor, val_ids: Tensor, characters: int
                               ) -> None:
