@@ -46,7 +46,7 @@ docs: $(VENV)/.dev-installed
 
 # Rerun what the docs publish (the demo table and figure, the quick benchmark, the advice check):
 # real runs, their command, versions and date recorded beside the results (docs/generated/,
-# docs/benchmark/). Takes about 30 minutes on 2 quiet cores.
+# docs/benchmark/). Takes about 50 minutes on 2 quiet cores.
 docs-figures: $(VENV)/.app-installed
 	$(BIN)/python scripts/docs_figures.py
 

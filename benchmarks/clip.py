@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -43,6 +44,7 @@ from benchmarks.common import (
     thread_counts,
     update_json,
 )
+from benchmarks.markdown import clip_tables, write_markdown
 from benchmarks.step import run_step_benchmark
 from gradclip.fused import fused_clip_step, norm_clip_grad_scale
 
@@ -180,6 +182,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
     parser.add_argument("--json", default="benchmarks/results.json", help="where to write results")
     parser.add_argument("--no-step", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the tables as Markdown to this file")
     parser.add_argument("--models", default=None,
                         help="model shapes to time, comma-separated (default: all of them)")
     parser.add_argument("--flush-denormal", action="store_true",
@@ -230,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
             )
     payload["load_average_end"] = load_average()
     update_json(args.json, payload)
+    if args.markdown is not None:
+        write_markdown(args.markdown, clip_tables(payload))
     print(f"\nwrote {args.json}")
     return payload
 

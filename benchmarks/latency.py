@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -34,6 +35,7 @@ import torch.distributed._functional_collectives  # noqa: F401  (wrapped by Simu
 
 import gradclip
 from benchmarks.common import load_average, machine, print_table, ratio, run_on_gloo, update_json
+from benchmarks.markdown import latency_table, write_markdown
 
 # Module attributes the collectives are looked up through at call time.
 WRAPPED = [
@@ -151,6 +153,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke test: few tensors, 1 call")
     parser.add_argument("--json", default="benchmarks/results.json",
                         help="file whose \"latency\" entry receives the figures")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the tables as Markdown to this file")
     return parser.parse_args(argv)
 
 
@@ -181,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
                "tensors": tensors, "load_average_before": load_before,
                "load_average_after": load_after, "rows": rows}
     update_json(args.json, {"latency": payload})
+    if args.markdown is not None:
+        write_markdown(args.markdown, latency_table(payload))
     return payload
 
 

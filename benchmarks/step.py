@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -44,6 +45,7 @@ from benchmarks.common import (
     thread_counts,
     update_json,
 )
+from benchmarks.markdown import step_table, write_markdown
 from gradclip.fused import fused_clip_step
 
 SPECS = [
@@ -197,6 +199,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="torch.set_flush_denormal(True) (subnormal gradients count as 0)")
     parser.add_argument("--json", default="benchmarks/results.json",
                         help="file whose \"step\" entry receives the figures")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the tables as Markdown to this file")
     return parser.parse_args(argv)
 
 
@@ -219,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         print(f"load average after: {load_average()}")
     payload["load_average_end"] = load_average()
     update_json(args.json, {"step": payload})
+    if args.markdown is not None:
+        write_markdown(args.markdown, step_table(payload, SPECS))
     print(f"\nwrote the \"step\" entry of {args.json}")
     return payload
 

@@ -11,7 +11,8 @@ regression fitted on the same training split, on the same unseen rows.
     python -m benchmarks.text --data ../shared/data/toxic_comments.csv --seeds 0,1,2 \\
         --out runs/bench-text
 
-Writes ``results.json`` in ``--out`` and prints per-seed and per-label tables (Markdown).
+Writes ``results.json`` in ``--out`` and prints per-seed and per-label tables (Markdown;
+``--markdown FILE`` writes them to a file too, as ``make docs-figures --only text`` does).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.markdown import text_tables, write_markdown
 
 TRAIN_ROWS, TEST_ROWS = 8000, 1000
 
@@ -79,34 +82,14 @@ def one_run(seed: int, first: Path, last: Path, out: Path, flags: list[str]) -> 
             "model": scores, "baseline": scores["baseline"]}
 
 
-def tables(results: list[dict]) -> str:
-    lines = ["| seed | model | TF-IDF+LR | model - baseline | minutes | steps clipped |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        model, base = r["model"]["mean_roc_auc"], r["baseline"]["mean_roc_auc"]
-        lines.append(f"| {r['seed']} | {model:.4f} | {base:.4f} | {model - base:+.4f} | "
-                     f"{r['seconds'] / 60:.1f} | {r['clipped_steps']}/{r['steps']} |")
-    mean = statistics.mean
-    lines.append(f"| mean | {mean(r['model']['mean_roc_auc'] for r in results):.4f} | "
-                 f"{mean(r['baseline']['mean_roc_auc'] for r in results):.4f} | | "
-                 f"{mean(r['seconds'] for r in results) / 60:.1f} | |")
-    labels = list(results[0]["model"]["per_label"])
-    lines += ["", "| label | positives (of 1,000) | model (mean of seeds) | TF-IDF+LR |",
-              "| --- | --- | --- | --- |"]
-    for label in labels:
-        positives = results[0]["model"]["per_label"][label]["positives"]
-        model = mean(r["model"]["per_label"][label]["roc_auc"] for r in results)
-        base = mean(r["baseline"]["per_label"][label]["roc_auc"] for r in results)
-        lines.append(f"| {label} | {positives} | {model:.4f} | {base:.4f} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--flags", default="", help="extra gradclip train flags, quoted")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the tables as Markdown to this file")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     first, last = split_file(args.data, args.out)
@@ -118,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['baseline']['mean_roc_auc']:.4f}, {r['seconds']:.0f} s", flush=True)
         (args.out / "results.json").write_text(json.dumps(
             {"flags": args.flags, "results": results}, indent=2) + "\n")
-    print(tables(results))
+    command = " ".join(["python -m benchmarks.text", *(argv if argv is not None else sys.argv[1:])])
+    if args.markdown is not None:
+        write_markdown(args.markdown, text_tables(command, results))
+    print(text_tables(command, results))
     return 0
 
 

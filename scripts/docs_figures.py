@@ -1,9 +1,11 @@
 """Regenerate what the docs publish from real runs: ``make docs-figures``.
 
-    python scripts/docs_figures.py                     # the demo, the quick benchmark, the advice
+    python scripts/docs_figures.py                     # all of them, in this order
     python scripts/docs_figures.py --only demo         # the demo alone (a few minutes)
     python scripts/docs_figures.py --only benchmark    # the quick suite (about half an hour on 2 cores)
     python scripts/docs_figures.py --only advice       # benchmarks.advice (about 4 minutes)
+    python scripts/docs_figures.py --only performance  # clip, step, latency, contention (~10 min)
+    python scripts/docs_figures.py --only text         # benchmarks.text, 3 seeds (~10 minutes)
 
 Each target runs the real ``gradclip`` command into ``runs/docs-figures/<target>`` and copies
 what the docs show into ``docs/`` (``--docs DIR`` elsewhere), with a ``provenance.json``
@@ -32,7 +34,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ("demo", "benchmark", "advice")
+TARGETS = ("demo", "benchmark", "advice", "performance", "text")
 TOXIC_COMMENTS = ROOT.parent / "shared" / "data" / "toxic_comments.csv"
 
 
@@ -196,6 +198,25 @@ ADVICE_RUNS = (  # (name, arguments): the recurrent settings at their reference 
 )
 
 
+def generate(generated: Path, name: str, module: str, arguments: list[str],
+             how: str) -> None:
+    """Run ``python -m MODULE ARGUMENTS --markdown generated/NAME.md``; beside the table it
+    writes, ``NAME.provenance.json`` and ``NAME.timing.txt`` (command, time, machine, load,
+    date: what the page shows above the table). ``how`` says how the runs used the CPUs."""
+    command = ["-m", module, *arguments, "--markdown", shown(generated / f"{name}.md")]
+    _, record = run_python(command, ["python", *command])
+    write_json(generated / f"{name}.provenance.json", record)
+    (generated / f"{name}.timing.txt").write_text(
+        f"`{record['command']}`: {record['wall_seconds']:.0f} s on "
+        f"{record['cpu_count']} cores of {record['cpu_model']}, {how} (load average "
+        f"{record['load_average_at_start'][0]:.1f} at the start), {record['date'][:10]}\n",
+        encoding="utf-8")
+
+
+def data_arguments() -> list[str]:
+    return ["--data", shown(TOXIC_COMMENTS)] if TOXIC_COMMENTS.is_file() else []
+
+
 def advice(runs: Path, docs: Path) -> None:
     """``python -m benchmarks.advice``: does ``gradclip profile``'s recommendation hold?
     docs/generated/advice/<name>.md, checked against the published benchmark's intervals."""
@@ -203,18 +224,40 @@ def advice(runs: Path, docs: Path) -> None:
     published = docs / "benchmark" / "results.json"
     for name, arguments in ADVICE_RUNS:
         out = runs / "advice" / name
-        command = ["-m", "benchmarks.advice", *arguments, "--benchmark", shown(published),
-                   "--out", shown(out), "--json", shown(out / "advice.json"),
-                   "--markdown", shown(generated / f"{name}.md")]
-        if TOXIC_COMMENTS.is_file():
-            command += ["--data", shown(TOXIC_COMMENTS)]
-        _, record = run_python(command, ["python", *command])
-        write_json(generated / f"{name}.provenance.json", record)
-        (generated / f"{name}.timing.txt").write_text(
-            f"`{record['command']}`: {record['wall_seconds']:.0f} s on "
-            f"{record['cpu_count']} cores of {record['cpu_model']}, one run at a time on one "
-            f"thread (load average {record['load_average_at_start'][0]:.1f} at the start), "
-            f"{record['date'][:10]}\n", encoding="utf-8")
+        generate(generated, name, "benchmarks.advice",
+                 [*arguments, "--benchmark", shown(published), "--out", shown(out),
+                  "--json", shown(out / "advice.json"), *data_arguments()],
+                 "one run at a time on one thread")
+
+
+def performance(runs: Path, docs: Path) -> None:
+    """The performance page's tables: the clip alone (``benchmarks.clip``), every strategy's
+    step overhead (``benchmarks.step``), collectives under latency (``benchmarks.latency``)
+    and the default text run on a busy machine (``benchmarks.contention``, with the data)."""
+    generated = fresh(docs / "generated" / "performance")
+    results = shown(runs / "performance" / "results.json")
+    generate(generated, "clip", "benchmarks.clip",
+             ["--threads", "1", "--no-step", "--json", results], "one thread")
+    generate(generated, "step", "benchmarks.step", ["--threads", "1", "--json", results],
+             "one thread")
+    generate(generated, "latency", "benchmarks.latency", ["--json", results],
+             "gloo processes of one thread each")
+    if TOXIC_COMMENTS.is_file():
+        generate(generated, "contention", "benchmarks.contention",
+                 [*data_arguments(), "--out", shown(runs / "contention"), "--json", results],
+                 "the run's own thread choice")
+
+
+def text(runs: Path, docs: Path) -> None:
+    """The text page's measured table: ``benchmarks.text`` on the toxic-comment CSV
+    (3 split seeds; the default text run against TF-IDF + LR on the last 1,000 rows)."""
+    if not TOXIC_COMMENTS.is_file():
+        raise SystemExit(f"docs_figures: --only text needs {shown(TOXIC_COMMENTS)}")
+    generated, out = fresh(docs / "generated" / "text"), fresh(runs / "text")
+    generate(generated, "measured", "benchmarks.text",
+             [*data_arguments(), "--seeds", "0,1,2", "--out", shown(out)],
+             "one run at a time, each with the text task's threads")
+    shutil.copy(out / "results.json", generated / "results.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,10 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     for target in args.only or TARGETS:
         if target == "demo":
             demo(args.runs.resolve(), args.docs, args.steps, args.seeds)
-        elif target == "benchmark":
-            benchmark(args.runs.resolve(), args.docs)
         else:
-            advice(args.runs.resolve(), args.docs)
+            {"benchmark": benchmark, "advice": advice, "performance": performance,
+             "text": text}[target](args.runs.resolve(), args.docs)
     return 0
 
 
