@@ -35,6 +35,10 @@ def import_uninterrupted(name: str) -> bool:
 def main() -> int:
     """Parse the arguments, then import torch and run the command (``cli.console``:
     one line for any number of Ctrl-C)."""
+    if sys.stdout is None:  # started with stdout closed (``>&-``): Python gives None
+        print("gradclip: error: standard output is closed; redirect it to a file or "
+              "/dev/null instead", file=sys.stderr)
+        return 2
     try:
         from gradclip.app import cli
         from gradclip.app.cpus import passive_openmp

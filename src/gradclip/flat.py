@@ -79,13 +79,22 @@ class FlatGradBuffer:
 
     def __init__(self, params: Sequence[Tensor], exact_norm: bool = True) -> None:
         self.exact_norm = exact_norm
+        if isinstance(params, Tensor):
+            raise TypeError("params must be a sequence of parameters, got one tensor "
+                            "(iterating it would give its rows; pass [tensor])")
         params = list(params)
         if not params:
             raise ValueError("params must hold at least one parameter, got an empty sequence")
         if not all(isinstance(p, Tensor) for p in params):
             kinds = sorted({type(p).__name__ for p in params if not isinstance(p, Tensor)})
             raise TypeError(f"params must be tensors, got {', '.join(kinds)}")
+        if not all(p.requires_grad for p in params):
+            raise ValueError("params must be parameters that require grad (their gradients "
+                             "live in the buffer); a tensor with requires_grad=False has none")
         first = params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
+            raise ValueError("params must share one dtype and device (flatten_grads_ groups "
+                             "them; one buffer holds one group)")
         total = sum(p.numel() for p in params)
         self.buffer = torch.zeros(total, dtype=first.dtype, device=first.device)
         self.params = list(params)

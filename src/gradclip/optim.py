@@ -57,6 +57,10 @@ class ClippedOptimizer(torch.optim.Optimizer):
             clipper = from_spec(clipper)
         if not isinstance(clipper, Clipper):
             raise TypeError(f"clipper must be a gradclip Clipper, got {type(clipper).__name__}")
+        if not (isinstance(getattr(optimizer, "param_groups", None), list)
+                and callable(getattr(optimizer, "step", None))):
+            raise TypeError("optimizer must be a torch optimizer (param_groups and step), got "
+                            f"{type(optimizer).__name__}")
         self.optimizer = optimizer
         self.clipper = clipper
         self.last_stats: ClipStats | None = None

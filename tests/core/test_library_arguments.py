@@ -73,3 +73,25 @@ def test_the_smallest_threshold_accepted_is_a_normal_float32():
 def test_a_nan_norm_type_is_refused_naming_it():
     with pytest.raises(ValueError, match="norm_type must be a number or 'inf', got nan"):
         NormClip(1.0, norm_type=math.nan)
+
+
+@pytest.mark.parametrize("optimizer", ["x", None, 5])
+def test_a_clipped_optimizer_of_no_optimizer_names_optimizer(optimizer):
+    with pytest.raises(TypeError, match="optimizer must be a torch optimizer"):
+        ClippedOptimizer(optimizer, "norm:1")
+
+
+def test_a_flat_buffer_of_one_tensor_names_params():
+    with pytest.raises(TypeError, match="params must be a sequence of parameters, got one"):
+        FlatGradBuffer(torch.zeros(3, requires_grad=True))
+
+
+def test_a_flat_buffer_of_tensors_without_gradients_names_params():
+    with pytest.raises(ValueError, match="params must be parameters that require grad"):
+        FlatGradBuffer([torch.zeros(3)])
+
+
+def test_a_flat_buffer_of_two_dtypes_names_params():
+    with pytest.raises(ValueError, match="params must share one dtype and device"):
+        FlatGradBuffer([torch.nn.Parameter(torch.zeros(3)),
+                        torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))])

@@ -67,6 +67,19 @@ def test_stdout_on_a_full_device_is_one_line(tmp_path):
                     "cannot write to standard output: No space left on device")
 
 
+@POSIX
+@pytest.mark.parametrize("entry", [["-m", "gradclip"], ["-c", "import gradclip_cli; "
+                                                          "raise SystemExit(gradclip_cli.main())"]])
+def test_a_stdout_closed_at_start_is_one_line_and_leaves_no_folder(tmp_path, entry):
+    """``gradclip ... >&-``: Python starts with ``sys.stdout`` set to None."""
+    process = subprocess.run(
+        [sys.executable, *entry, "train", *SMALL, "--steps", "2", "--out", str(tmp_path / "run")],
+        stderr=subprocess.PIPE, text=True, timeout=240, preexec_fn=lambda: os.close(1),
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert_one_line(process.returncode, process.stderr, "standard output is closed")
+    assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------- Ctrl-C
 @POSIX
 @pytest.mark.parametrize("when", ["start-up", "training"])

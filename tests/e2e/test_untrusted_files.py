@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,11 @@ CHECKPOINT_CASES = {
     "an unknown counter": (assign("counters.bonus", 1), "counters.bonus is not a counter"),
     "an unknown status": (assign("counters.status", "weird"), "counters.status must be one of"),
     "negative seconds": (assign("counters.seconds", -1.0), "counters.seconds must be a finite"),
+    "a NaN largest norm": (assign("counters.max_grad_norm", float("nan")),
+                           "counters.max_grad_norm must be a finite number >= 0, got nan"),
+    "a config copy that is a list": (assign("config", [1]), "config must be an object"),
+    "a config copy holding a tensor": (assign("config", lambda: {"train": torch.zeros(2)}),
+                                       "config must be an object of plain values"),
     "counters disagree with step": (assign("counters.step", 2),
                                     "counters.step is 2, but step is 3"),
     "a step past the run's end": (lambda state: (state.update(step=9, next_batch_index=9),
@@ -442,3 +448,160 @@ def test_a_data_path_that_now_points_to_dev_zero_is_one_line(text_run, tmp_path,
     edit_task(run_dir, data=str(link))
     code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
     assert_one_line(code, stderr, "it is a character device, not a regular file")
+
+
+
+def test_a_byte_changed_in_a_weight_fails_the_archive_check(finished_run, tmp_path, capsys):
+    """torch.load never checks the zip's CRC-32: without this check the damage would load."""
+    import zipfile
+
+    run_dir = copy_run(finished_run, tmp_path)
+    path = run_dir / "checkpoint.pt"
+    with zipfile.ZipFile(path) as archive:
+        entry = next(info for info in archive.infolist() if "/data/" in info.filename)
+    data = bytearray(path.read_bytes())
+    local = entry.header_offset  # its local header: the name's and extra field's lengths
+    name_length, extra_length = struct.unpack("<HH", data[local + 26:local + 30])
+    data[local + 30 + name_length + extra_length] ^= 0x40  # the first byte of the weight
+    path.write_bytes(bytes(data))
+    code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
+    assert_one_line(code, stderr, f"{entry.filename} fails its CRC-32 check")
+
+
+# a value config.json gives, changed by hand after the run started: resume would apply it
+# mid-run (or ignore it) without a word; the checkpoint's copy of the config refuses it
+EDITS_AFTER_THE_START = [("train", "total_steps", 30), ("train", "schedule", "cosine"),
+                         ("train", "batch_size", 4), ("task", "seq_len", 5),
+                         ("model", "dropout", 0.5), ("train", "seed", 7), ("task", "seed", 7),
+                         ("train", "clip", "value:0.5")]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), EDITS_AFTER_THE_START)
+def test_a_config_edited_after_the_checkpoint_is_refused_naming_the_value(
+        finished_run, tmp_path, capsys, section, key, value):
+    run_dir = copy_run(finished_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    before = config[section][key]
+    config[section][key] = value
+    (run_dir / "config.json").write_text(json.dumps(config))
+    code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
+    if key == "clip":  # the clipper's own state check comes first, naming the spec
+        assert_one_line(code, stderr, "clipper does not fit --clip value:0.5")
+        return
+    assert_one_line(code, stderr, f"gives {section}.{key} ")
+    assert f"was trained with {before!r}:" in stderr, stderr
+
+
+def test_a_config_whose_version_line_changed_still_resumes(finished_run, tmp_path, capsys):
+    run_dir = copy_run(finished_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["gradclip_version"] = "0.1.0"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize("command", ["resume", "plot"])
+@pytest.mark.parametrize(("field", "value"), [("loss", 7 * 10**400), ("loss", "abc"),
+                                              ("grad_norm", [1]), ("lr", True)])
+def test_a_record_whose_number_is_no_number_is_dropped_and_counted(
+        finished_run, tmp_path, capsys, command, field, value):
+    run_dir = copy_run(finished_run, tmp_path)
+    first, second, third = metrics_lines(run_dir)
+    record = json.loads(second) | {field: value}
+    (run_dir / "metrics.jsonl").write_text("\n".join([first, json.dumps(record), third]) + "\n")
+    argv = ["train", "--resume", run_dir] if command == "resume" else ["plot", run_dir]
+    code, _, stderr = run_cli(argv, capsys)
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert "1 record(s) with a value that is no number" in stderr, stderr
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"), (None, "it is a pipe")])
+def test_plot_reads_config_json_as_untrusted(finished_run, tmp_path, capsys, content, expected):
+    run_dir = copy_run(finished_run, tmp_path)
+    (run_dir / "config.json").unlink()
+    if content is None:
+        os.mkfifo(run_dir / "config.json")  # reading it would wait forever
+    else:
+        (run_dir / "config.json").write_text(content)
+    code, _, stderr = run_cli(["plot", run_dir], capsys)
+    assert_one_line(code, stderr, expected)
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("summary.json", "[" * 100_000, "summary.json: JSON nested too deeply"),
+    ("summary.json", '{"status": "completed", "eval": "junk"}', "eval must be an object of"),
+    ("summary.json", '{"status": "completed", "step": "x"}', "step must be an integer >= 0"),
+    ("summary.json", '{"status": "completed", "seconds": ' + "7" * 400 + "}",
+     "seconds must be a number"),
+    ("summary.json", "[]", "summary.json: expected a JSON object"),
+    ("monitor.json", "[" * 100_000, "monitor.json: JSON nested too deeply"),
+    ("monitor.json", '{"time_profiles": {"a": ["x"]}}', "time_profiles must map names"),
+])
+def test_a_kept_grid_runs_files_are_checked_before_a_report_reads_them(
+        finished_run, tmp_path, name, content, expected):
+    """compare and benchmark keep the runs an earlier invocation finished (finished_result)."""
+    from gradclip.app.errors import UserError
+    from gradclip.app.experiments.compare import finished_result
+
+    run_dir = copy_run(finished_run, tmp_path)
+    (run_dir / name).write_text(content)
+    with pytest.raises(UserError, match=expected):
+        finished_result(run_dir)
+
+
+def test_a_kept_grid_run_with_good_files_is_read_back(finished_run, tmp_path):
+    from gradclip.app.experiments.compare import finished_result
+
+    run_dir = copy_run(finished_run, tmp_path)
+    (run_dir / "monitor.json").write_text('{"time_profiles": {"layer": [1.0, "nan"]}}')
+    result = finished_result(run_dir)
+    assert result is not None and result["summary"]["status"] == "completed"
+    assert result["monitor"]["time_profiles"] == {"layer": [1.0, "nan"]}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_kept_grid_runs_summary_that_is_a_pipe_is_refused_without_waiting(finished_run,
+                                                                           tmp_path):
+    from gradclip.app.errors import UserError
+    from gradclip.app.experiments.compare import finished_result
+
+    run_dir = copy_run(finished_run, tmp_path)
+    (run_dir / "summary.json").unlink()
+    os.mkfifo(run_dir / "summary.json")
+    with pytest.raises(UserError, match="it is a pipe"):
+        finished_result(run_dir)
+
+
+# ----------------------------------------------------------------------- predict --out
+def predict(run_dir: Path, out: Path, capsys) -> tuple[int, str, str]:
+    return run_cli(["predict", run_dir, "--text", "hello there", "--out", out], capsys)
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(text_run, tmp_path, capsys):
+    run_dir = copy_text_run(text_run, tmp_path)
+    config = (run_dir / "config.json").read_text()
+    code, _, stderr = predict(run_dir, run_dir / "config.json", capsys)
+    assert_one_line(code, stderr, "exists and is not an earlier predict output")
+    assert (run_dir / "config.json").read_text() == config
+
+
+def test_predict_never_writes_through_a_link(text_run, tmp_path, capsys):
+    run_dir = copy_text_run(text_run, tmp_path)
+    decoy = tmp_path / "decoy.txt"
+    decoy.write_text("mine")
+    (tmp_path / "link.csv").symlink_to(decoy)
+    code, _, stderr = predict(run_dir, tmp_path / "link.csv", capsys)
+    assert_one_line(code, stderr, "is a symbolic link")
+    assert decoy.read_text() == "mine"
+
+
+def test_predict_replaces_its_own_earlier_output(text_run, tmp_path, capsys):
+    run_dir = copy_text_run(text_run, tmp_path)
+    out = tmp_path / "predictions.csv"
+    assert predict(run_dir, out, capsys)[0] == 0
+    first = out.read_text()
+    code, _, stderr = predict(run_dir, out, capsys)
+    assert code == 0, stderr
+    assert out.read_text() == first and first.startswith("row,")

@@ -116,3 +116,23 @@ def read_json(path: Path, limit: int = CONFIG_LIMIT) -> Any:
         UserError: as ``read_text`` and ``parse_json``.
     """
     return parse_json(read_text(path, limit), path)
+
+
+NON_FINITE_WORDS = ("nan", "inf", "-inf")  # how the run files write non-finite floats
+
+
+def is_number(value: Any, missing_ok: bool = True) -> bool:
+    """Whether a JSON value read from a run file stands for a float: an int or float that a
+    float can hold (not ``true``, not a 400-digit integer), "nan"/"inf"/"-inf" as the run files
+    write them, or ``None`` where ``missing_ok``."""
+    if value is None:
+        return missing_ok
+    if isinstance(value, str):
+        return value in NON_FINITE_WORDS
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True

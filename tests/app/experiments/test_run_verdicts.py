@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from gradclip.app.config import ModelConfig, RunConfig, TrainConfig
 from gradclip.app.experiments.diagnosis import diagnose_result
 
 
@@ -14,10 +15,10 @@ def write_run(folder, losses, *, clip="none", cell="rnn", eval_loss=None, succes
                 "clipped": False, "skipped": False, "lr": 0.15}
                for i, loss in enumerate(losses)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    config = {"task": {"name": "adding", "seq_len": 10},
-              "model": {"cell": cell, "layers": 1},
-              "train": {"clip": clip, "optimizer": "sgd", "lr": 0.15}}
-    (folder / "config.json").write_text(json.dumps(config))
+    config = RunConfig({"name": "adding", "seq_len": 10, "batch_size": 64, "seed": 0,
+                        "validation_size": 1000}, ModelConfig(cell=cell, layers=1),
+                       TrainConfig(clip=clip, optimizer="sgd", lr=0.15, total_steps=len(losses)))
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
     summary = {"eval": {"loss": eval_loss}, "success": success,
                "success_criterion": "validation MSE < 0.01"}
     return {"run_dir": str(folder), "summary": summary, "monitor": None}

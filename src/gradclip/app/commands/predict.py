@@ -4,15 +4,19 @@ per label: a CSV file, or a table on stdout for comments given on the command li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from gradclip.app.commands.options import HelpFormatter
 from gradclip.app.errors import UserError
+from gradclip.app.training.rundir import write_text
+from gradclip.app.untrusted import regular_file_problem
 
 STDIN = Path("-")
 DEFAULT_OUT = Path("predictions.csv")  # for --data FILE without --out
 SHOWN_CHARS = 40  # the longest text shown in a table row
+HEADER_LIMIT = 65_536  # the characters of an existing --out's first line read to check it
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,18 +49,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from gradclip.app.training.runs import read_config
     from gradclip.app.training.scoring import open_scoring
 
     if args.data is not None and args.data != STDIN and not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
     out = args.out if args.out is not None or args.data in (None, STDIN) else DEFAULT_OUT
-    if out is not None and out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name")
+    settings = read_config(args.run_dir).task
+    if settings["name"] != "text":
+        raise UserError(f"{args.run_dir} is a run of --task {settings['name']}; predict is "
+                        "for --task text runs")
+    if out is not None:  # before anything is loaded or said
+        check_out(out, list(settings["labels"]))
     _, task, model, device = open_scoring(args.run_dir, args.device)
-    if task.name != "text":
-        raise UserError(f"{args.run_dir} is a run of --task {task.name}; predict is for "
-                        "--task text runs")
     ids, texts = read_comments(args, task.settings)
+    first_row = ["id" if ids is not None else "row", *task.label_names]
     if not texts:
         raise UserError(f"{'standard input' if args.data == STDIN else args.data} has no "
                         "data rows")
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         print(probability_table(texts, task.label_names, probabilities.tolist()))
         return 0
-    write_csv(out, ids, task.label_names, probabilities.tolist())
+    write_csv(out, first_row, ids, probabilities.tolist())
     print(f"wrote {len(texts)} rows x {len(task.label_names)} labels to {out}")
     return 0
 
@@ -117,17 +124,46 @@ def shorten(text: str) -> str:
     return line if len(line) <= SHOWN_CHARS else line[:SHOWN_CHARS - 1] + "…"
 
 
-def write_csv(out: Path, ids: list[str] | None, labels: tuple[str, ...] | list[str],
-              probabilities: list[list[float]]) -> None:
-    """``id`` (or ``row``, from 1) and one probability column per label."""
+def check_out(out: Path, labels: list[str]) -> None:
+    """``--out`` may be a new file, or predict's own earlier output for this run's labels
+    (a rerun replaces it); never a link, a folder or any other file (a run's config.json, a
+    user's data).
+
+    Raises:
+        UserError: one line saying which.
+    """
     import csv
 
+    if out.is_symlink():
+        raise UserError(f"--out {out} is a symbolic link; predict writes only a plain file "
+                        "(remove the link, or name another file)")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
+    if not out.exists():
+        return
+    first_line = ""
+    if regular_file_problem(out) is None:  # a FIFO or a device is never opened
+        with contextlib.suppress(OSError), open(out, encoding="utf-8", errors="replace") as file:
+            first_line = file.readline(HEADER_LIMIT).rstrip("\r\n")
+    if next(csv.reader([first_line]), None) not in (["id", *labels], ["row", *labels]):
+        raise UserError(f"--out {out} exists and is not an earlier predict output of these "
+                        "labels; name a new file (predict replaces only its own output)")
+
+
+def write_csv(out: Path, first_row: list[str], ids: list[str] | None,
+              probabilities: list[list[float]]) -> None:
+    """``id`` (or ``row``, from 1) and one probability column per label, written whole
+    through a temporary file (``rundir.write_text``: never through a link)."""
+    import csv
+    import io
+
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(first_row)
+    for index, row in enumerate(probabilities):
+        key = ids[index] if ids is not None else index + 1
+        writer.writerow([key, *(f"{value:.6f}" for value in row)])
     try:
-        with open(out, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["id" if ids is not None else "row", *labels])
-            for index, row in enumerate(probabilities):
-                key = ids[index] if ids is not None else index + 1
-                writer.writerow([key, *(f"{value:.6f}" for value in row)])
-    except OSError as error:
-        raise UserError(f"cannot write --out {out}: {error.strerror}") from None
+        write_text(out, text.getvalue())
+    except UserError as error:
+        raise UserError(f"cannot write --out {out}: {error}") from None

@@ -12,7 +12,6 @@ A run *diverged* when its loss became non-finite, or its final validation loss i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -25,10 +24,11 @@ from typing import Any
 
 from gradclip.app.errors import TrainingError, UserError
 from gradclip.app.experiments.diagnosis import diagnose_result
+from gradclip.app.experiments.run_files import MONITOR, read_monitor, read_summary
 from gradclip.app.experiments.workers import worker_count, worker_pool
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines, StepLogger
 from gradclip.app.training.metrics_log import read_metrics
-from gradclip.app.training.rundir import SUMMARY, remove_folder, write_json
+from gradclip.app.training.rundir import remove_folder, write_json
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.trainer import Trainer
 from gradclip.monitor import GradientMonitor
@@ -86,7 +86,7 @@ def train_one(new: NewRun, progress: bool = False) -> dict[str, Any]:
     report = None if monitor is None else monitor.report()
     monitored = None if report is None else report.to_dict()
     if monitored is not None:
-        write_json(run_dir / "monitor.json", monitored)
+        write_json(run_dir / MONITOR, monitored)
     return {"run_dir": str(run_dir), "summary": summary, "monitor": monitored,
             "wall_seconds": time.perf_counter() - started}
 
@@ -146,15 +146,15 @@ def run_grid(points: list[tuple[Any, NewRun]], keys: list[Any], jobs: int, *,
 
 
 def finished_result(run_dir: Path) -> dict[str, Any] | None:
-    """The result of a run folder that finished (completed, diverged or stopped), else None."""
-    try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError):
+    """The result of a run folder that finished (completed, diverged or stopped), else None.
+
+    Raises:
+        UserError: its ``summary.json`` or ``monitor.json`` cannot be used (``run_files``).
+    """
+    summary = read_summary(run_dir)
+    if summary is None or summary["status"] in ("running", "interrupted", "failed"):
         return None
-    if summary.get("status") in ("running", "interrupted", "failed", None):
-        return None
-    monitor_file = run_dir / "monitor.json"
-    monitored = json.loads(monitor_file.read_text()) if monitor_file.is_file() else None
+    monitored = read_monitor(run_dir)
     return {"run_dir": str(run_dir), "summary": summary, "monitor": monitored,
             "wall_seconds": summary.get("seconds", math.nan)}
 

@@ -8,12 +8,13 @@ Reads ``metrics.jsonl`` (loss, pre-clip norm, clipped, skipped, per-module norms
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from gradclip.app.config import RunConfig
 from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.runs import read_config
 from gradclip.monitor.diagnosis import RunHistory, diagnose_run
 from gradclip.monitor.fixes import RunSetting
 from gradclip.monitor.verdicts import Verdict
@@ -43,12 +44,11 @@ def run_history(records: list[dict[str, Any]], summary: dict[str, Any],
         success=summary.get("success") if summary.get("success_criterion") else None)
 
 
-def run_setting(config: dict[str, Any]) -> RunSetting:
-    """The advice's view of a ``config.json``."""
-    model, train = config.get("model", {}), config.get("train", {})
-    return RunSetting(cell=model.get("cell"), optimizer=train.get("optimizer"),
-                      lr=train.get("lr"), clip=train.get("clip"),
-                      seq_len=config.get("task", {}).get("seq_len"), layers=model.get("layers"))
+def run_setting(config: RunConfig) -> RunSetting:
+    """What the advice needs to know of a run's configuration."""
+    model, train = config.model, config.train
+    return RunSetting(cell=model.cell, optimizer=train.optimizer, lr=train.lr, clip=train.clip,
+                      seq_len=config.task.get("seq_len"), layers=model.layers)
 
 
 def diagnose_result(result: dict[str, Any]) -> list[Verdict]:
@@ -57,6 +57,6 @@ def diagnose_result(result: dict[str, Any]) -> list[Verdict]:
     records = read_metrics(run_dir)
     if not records:
         return [Verdict("diverged", "the run recorded no step.", "see the run's summary.json")]
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_config(run_dir)  # checked: a kept run's folder may have been edited
     history = run_history(records, result["summary"], result.get("monitor"))
     return diagnose_run(history, run_setting(config))

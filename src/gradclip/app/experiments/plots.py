@@ -12,7 +12,6 @@ size, titles and legend placement from ``layout`` (legends below the panels, nev
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from gradclip.app.experiments.layout import (
 from gradclip.app.experiments.palette import strategy_colours
 from gradclip.app.training.metrics_log import read_metrics
 from gradclip.app.training.rundir import CONFIG
+from gradclip.app.untrusted import read_json
 
 SMOOTHING = 25  # steps in the loss's trailing moving average
 # top of the demo's loss axis; exploding runs reach 1e30 and would flatten the rest
@@ -217,11 +217,20 @@ def draw_heat_map(axis: Any, run: RunCurves, limits: tuple[float, float] | None 
 
 
 def run_clip(run_dir: Path) -> str:
-    """The run's ``--clip`` spec from its ``config.json`` (``""`` when it cannot be read)."""
+    """The run's ``--clip`` spec from its ``config.json`` (``""`` without one, or without
+    the field: the curves are drawn in the unknown strategy's colour).
+
+    Raises:
+        UserError: ``config.json`` is not a regular file, too large or not JSON (the bounded
+            reader of ``gradclip.app.untrusted``).
+    """
     try:
-        return str(json.loads((Path(run_dir) / CONFIG).read_text())["train"]["clip"])
-    except (OSError, ValueError, KeyError, TypeError):
+        config = read_json(Path(run_dir) / CONFIG)
+    except FileNotFoundError:
         return ""
+    train = config.get("train") if isinstance(config, dict) else None
+    clip = train.get("clip") if isinstance(train, dict) else None
+    return clip if isinstance(clip, str) else ""
 
 
 def plot_run(run_dir: Path) -> list[Path]:

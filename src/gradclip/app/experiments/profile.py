@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradclip.app.experiments.diagnosis import run_setting
 from gradclip.app.training.loggers import StepLogger
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.trainer import Trainer
@@ -87,13 +88,6 @@ class ProfilingMonitor(GradientMonitor):
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             self.profile.add(report, grads)
         return report
-
-
-def run_setting(config: Any) -> RunSetting:
-    """What the advice needs to know of a run's configuration (a ``RunConfig``)."""
-    task, model, train = config.task, config.model, config.train
-    return RunSetting(cell=model.cell, optimizer=train.optimizer, lr=train.lr, clip=train.clip,
-                      seq_len=getattr(task, "seq_len", None), layers=model.layers)
 
 
 def measure(new: NewRun, loggers: list[StepLogger]

@@ -32,6 +32,8 @@ import os
 import pickle
 import random
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,26 @@ def write_failure(error: OSError | RuntimeError) -> str:
     return "the file system refused the write (is the disk full?)"
 
 
+def archive_damage(path: Path) -> str | None:
+    """What is wrong with the bytes of the archive ``torch.save`` wrote, or ``None``.
+
+    ``torch.save`` writes a zip archive, whose every entry carries the CRC-32 of its bytes:
+    a byte changed after the write (a flipped bit in a weight, in the pickled RNG state) fails
+    that check, though ``torch.load`` itself never looks at it and would load the damage.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entry = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError, NotImplementedError,
+            zlib.error):
+        return "not a torch archive (torch.save writes a zip archive)"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if entry is None:
+        return None
+    return f"{entry} fails its CRC-32 check (the bytes changed after they were written)"
+
+
 def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
     """Read ``run_dir/checkpoint.pt`` (or ``name``) with ``weights_only=True``: tensors and
     plain types only, then check its structure (``checkpoint_check.check_structure``).
@@ -101,6 +123,9 @@ def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
         raise UserError(f"cannot read {path}: {error.strerror}") from None
     if problem:
         raise UserError(f"cannot read {path}: {problem}")
+    damage = archive_damage(path)
+    if damage:
+        raise UserError(f"corrupt checkpoint {path}: {damage}")
     try:
         with _numpy_state_of_0_1_0():
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -109,12 +134,12 @@ def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
             raise UserError(f"{path} is not a gradclip checkpoint (refusing to load arbitrary "
                             "objects)") from None
         raise UserError(f"corrupt checkpoint {path}: UnpicklingError; it cannot be "
-                        "resumed") from None
+                        "read") from None
     except Exception as error:  # noqa: BLE001 - torn or mutated bytes fail in many ways
         # (RuntimeError, EOFError, KeyError, IndexError, struct.error, UnicodeDecodeError,
         # RecursionError, ...); weights_only guarantees that none of them ran any code
         raise UserError(f"corrupt checkpoint {path}: {type(error).__name__}; "
-                        "it cannot be resumed") from None
+                        "it cannot be read") from None
     if not isinstance(state, dict) or not {"model", "step"} <= state.keys():
         raise UserError(f"corrupt checkpoint {path}: not a gradclip checkpoint")
     try:

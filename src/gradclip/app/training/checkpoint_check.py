@@ -76,11 +76,25 @@ def _ranks(value: Any) -> str | None:
     return f"must be a list of RNG states, got {_kind(value)}"
 
 
+def _json_like(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _json_like(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return all(_json_like(item) for item in value)
+    return value is None or isinstance(value, str | int | float)  # bool is an int
+
+
+def _config_copy(value: Any) -> str | None:
+    if isinstance(value, dict) and _json_like(value):
+        return None
+    return f"must be an object of plain values (config.json's copy), got {_kind(value)}"
+
+
 # the top-level keys: each with its check; REQUIRED of checkpoint.pt, BEST_REQUIRED of best.pt
 TOP_LEVEL = {"model": _dict, "optimizer": _dict, "scheduler": _dict, "clipper": _dict,
              "scaler": _optional_dict, "step": _count, "next_batch_index": _count,
              "counters": _dict, "rng": _dict, "rng_per_rank": _ranks, "distributed": _dict,
-             "sharded": _string, "metric": _string, "score": _finite}
+             "sharded": _string, "metric": _string, "score": _finite, "config": _config_copy}
 REQUIRED = ("model", "optimizer", "scheduler", "clipper", "step", "next_batch_index",
             "counters", "rng")
 BEST_REQUIRED = ("model", "step", "metric", "score")
@@ -335,6 +349,49 @@ def _check_parameter_state(entry: Any, shape: torch.Size | None, field: str,
             raise refuse(path, f"{field}.{name}", f"must be a tensor, got {_kind(value)}")
 
 
+# config.json's parts that may differ from the checkpoint's copy: the version that wrote it
+# (a newer gradclip resumes an older run) and the launch (``distributed``: the ranks of this
+# torchrun, checked against the checkpoint by the parallel setup)
+CONFIG_FREE = ("gradclip_version", "distributed")
+
+
+def check_config(saved: Any, current: dict[str, Any], path: Any, config_path: Any) -> None:
+    """``config.json`` still says what the run was trained with: the checkpoint keeps a copy
+    (``config``; checkpoints of 0.2.0 and before have none, and are not checked here).
+
+    A hand edit that resume would apply mid-run (``total_steps``, ``schedule``, ``seq_len``,
+    ``batch_size``, ``dropout``, a seed) or ignore is refused, naming the first changed value.
+    Keys the copy lacks (settings added by a later version) are not compared.
+
+    Raises:
+        UserError: a value of ``config.json`` that differs from the checkpoint's copy.
+    """
+    if saved is None:
+        return
+    for field, then, now in differences(saved, current):
+        if field.split(".")[0] in CONFIG_FREE:
+            continue
+        raise UserError(f"{config_path} gives {field} {_quoted(now)}, but {path} was trained "
+                        f"with {_quoted(then)}: --resume continues a run with its saved "
+                        "settings; put the value back, or start a new run with --out")
+
+
+def _quoted(value: Any) -> str:
+    """A config value as the message quotes it: a short string in quotes, as the file has it."""
+    return repr(value) if isinstance(value, str) and len(value) < 40 else shown_value(value)
+
+
+def differences(saved: Any, current: Any, field: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, current value)`` for each value that differs, where the
+    saved copy has the key."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [change for key, value in saved.items() if key in current
+                for change in differences(value, current[key], f"{field}.{key}".lstrip("."))]
+    if isinstance(saved, list | tuple) and isinstance(current, list | tuple):
+        saved, current = list(saved), list(current)
+    return [] if saved == current else [(field, saved, current)]
+
+
 def check_scheduler(saved: dict[str, Any], scheduler: Any, path: Any,
                     config_path: Any = "config.json") -> None:
     """The saved scheduler state has the keys and kinds of ``scheduler``'s own (fresh).
@@ -410,6 +467,9 @@ def check_counters(saved: dict[str, Any], counters_type: type, state: dict[str, 
                      f"({total_steps}) of config.json")
 
 
+FINITE_COUNTERS = ("seconds", "max_grad_norm")  # the largest finite norm seen: never NaN
+
+
 def _counter_problem(kind: str, key: str, value: Any) -> str | None:
     if kind.startswith("int"):
         return None if value is None and "None" in kind else _count(value)
@@ -418,8 +478,10 @@ def _counter_problem(kind: str, key: str, value: Any) -> str | None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {_kind(value)}"
-        if key == "seconds" and not (math.isfinite(value) and value >= 0):
+        if key in FINITE_COUNTERS and not (math.isfinite(value) and value >= 0):
             return f"must be a finite number >= 0, got {_kind(value)}"
+        if key == "best_score" and not math.isfinite(value):
+            return f"must be a finite number, got {_kind(value)}"
         return None
     if value not in STATUSES:
         return f"must be one of {', '.join(STATUSES)}, got {_kind(value)}"

@@ -2,7 +2,9 @@
 
 The log may be torn by a crash, edited by hand or crafted, so each line is untrusted. A
 record is kept only if it is a JSON object whose ``step`` is a positive integer (``true`` is
-not one). Of the rest:
+not one) and whose numbers are numbers a float can hold (``loss``, ``grad_norm``,
+``threshold``, ``lr``, the per-layer norms and the scores: not ``"abc"``, not a 400-digit
+integer). Of the rest:
 
 - the longest run of records in step order is kept (``longest_in_order``), the others are
   dropped as out of order (a forged record at the end never displaces the real one);
@@ -26,7 +28,9 @@ from typing import Any
 
 from gradclip.app.errors import UserError
 from gradclip.app.training.rundir import METRICS, write_text
-from gradclip.app.untrusted import LOG_LIMIT, read_bytes
+from gradclip.app.untrusted import LOG_LIMIT, is_number, read_bytes
+
+NUMBER_FIELDS = ("loss", "grad_norm", "threshold", "lr")
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,15 @@ class LogRepair:
     kept: int
     unreadable: int = 0
     invalid_step: int = 0
+    bad_value: int = 0
     duplicated: int = 0
     out_of_order: int = 0
     missing: int = 0
 
     @property
     def dropped(self) -> int:
-        return self.unreadable + self.invalid_step + self.duplicated + self.out_of_order
+        return (self.unreadable + self.invalid_step + self.bad_value + self.duplicated
+                + self.out_of_order)
 
     def warning(self, path: Path, step: int | None = None) -> str | None:
         """One line for stderr when records were dropped or are missing, else ``None``."""
@@ -52,6 +58,7 @@ class LogRepair:
         reasons = [f"{self.unreadable} unreadable line(s)"] + [
             f"{count} {words}" for count, words in (
                 (self.invalid_step, "record(s) without a positive integer step"),
+                (self.bad_value, "record(s) with a value that is no number"),
                 (self.duplicated, "record(s) of a duplicated step"),
                 (self.out_of_order, "record(s) out of step order")) if count]
         missing = "" if step is None else f"; {self.missing} step(s) missing from the log"
@@ -77,7 +84,7 @@ def read_log(path: Path, up_to: int | None = None
     """
     text = read_bytes(path, LOG_LIMIT).decode("utf-8", errors="replace")
     candidates: list[tuple[int, str, dict[str, Any]]] = []
-    unreadable = invalid = 0
+    unreadable = invalid = bad_value = 0
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -88,6 +95,8 @@ def read_log(path: Path, up_to: int | None = None
         step = record.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             invalid += 1
+        elif not numbers_hold(record):
+            bad_value += 1
         elif up_to is None or step <= up_to:
             candidates.append((step, line, record))
     in_order = [candidates[index] for index in longest_in_order(
@@ -96,7 +105,7 @@ def read_log(path: Path, up_to: int | None = None
     for step, _, _ in in_order:
         counts[step] = counts.get(step, 0) + 1
     kept = [item for item in in_order if counts[item[0]] == 1]
-    repair = LogRepair(len(kept), unreadable, invalid, len(in_order) - len(kept),
+    repair = LogRepair(len(kept), unreadable, invalid, bad_value, len(in_order) - len(kept),
                        len(candidates) - len(in_order),
                        0 if up_to is None else up_to - len(kept))
     return [(line, record) for _, line, record in kept], repair
@@ -108,6 +117,17 @@ def _parse(line: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # bad JSON, deep nesting, thousands of digits
         return None
     return record if isinstance(record, dict) else None
+
+
+def numbers_hold(record: dict[str, Any]) -> bool:
+    """Whether the record's numbers are numbers: ``NUMBER_FIELDS``, every per-layer norm, and
+    every numeric score of an ``eval`` entry (``--eval-every``) a float can hold."""
+    layers, scores = record.get("layer_grad_norms") or {}, record.get("eval") or {}
+    return (all(is_number(record.get(field)) for field in NUMBER_FIELDS)
+            and isinstance(layers, dict) and all(is_number(v) for v in layers.values())
+            and isinstance(scores, dict) and all(
+                is_number(v) for v in scores.values()
+                if isinstance(v, int | float) and not isinstance(v, bool)))
 
 
 def longest_in_order(steps: list[int]) -> list[int]:

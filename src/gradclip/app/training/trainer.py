@@ -41,6 +41,7 @@ from gradclip.app.tasks.base import Task
 from gradclip.app.training import checkpoint as checkpoints
 from gradclip.app.training.checkpoint_check import (
     check_clipper,
+    check_config,
     check_counters,
     check_model,
     check_optimizer,
@@ -391,6 +392,7 @@ class Trainer:
         check_scheduler(state["scheduler"], self.scheduler, path, config_path)
         check_clipper(state["clipper"], train.clip, train.nonfinite, path)
         check_counters(state["counters"], Counters, state, train.total_steps, path)
+        check_config(state.get("config"), self.config.to_dict(), path, config_path)
 
     def save(self) -> None:
         """Write ``checkpoint.pt`` (the writer rank; FSDP shards from every rank first)."""
@@ -403,6 +405,7 @@ class Trainer:
             "step": step,
             "next_batch_index": self.counters.next_batch_index,
             "counters": asdict(self.counters),
+            "config": self.config.to_dict(),  # resume refuses a config.json edited since
             **self.parallel.rng_state(),
         }
         if self.counters.status != "running":  # finished: no step is left to resume
