@@ -12,6 +12,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 GENERATED = DOCS / "generated" / "demo"
@@ -129,3 +131,56 @@ def test_docs_figures_regenerates_the_demo_files(tmp_path):
     assert {p.name for p in generated.iterdir()} == {
         "table.txt", "explanation.txt", "timing.txt", "demo.json", "provenance.json"}
     assert (tmp_path / "docs" / "demo.png").is_file()
+
+
+PERFORMANCE_TABLES = {"clip": "benchmarks.clip", "step": "benchmarks.step",
+                      "latency": "benchmarks.latency", "contention": "benchmarks.contention"}
+
+
+def included(page: str) -> set[str]:
+    return set(SNIPPET.findall((DOCS / page).read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("name", list(PERFORMANCE_TABLES))
+def test_the_performance_page_includes_each_generated_table_with_its_provenance(name):
+    generated = "docs/generated/performance"
+    assert {f"{generated}/{name}.md", f"{generated}/{name}.timing.txt"} <= included(
+        "performance.md")
+    record = json.loads((ROOT / generated / f"{name}.provenance.json").read_text(
+        encoding="utf-8"))
+    assert set(record) >= PROVENANCE_KEYS
+    assert record["command"].startswith(f"python -m {PERFORMANCE_TABLES[name]} ")
+    table = (ROOT / generated / f"{name}.md").read_text(encoding="utf-8")
+    assert table.startswith(f"`python -m {PERFORMANCE_TABLES[name]} ")
+
+
+def text_results() -> list[dict]:
+    return json.loads((GENERATED.parent / "text" / "results.json").read_text(
+        encoding="utf-8"))["results"]
+
+
+def test_the_text_page_includes_the_table_its_results_give():
+    from benchmarks.markdown import text_tables
+
+    assert {"docs/generated/text/measured.md", "docs/generated/text/measured.timing.txt"} <= \
+        included("text.md")
+    record = json.loads((GENERATED.parent / "text" / "measured.provenance.json").read_text(
+        encoding="utf-8"))
+    command = record["command"].removesuffix(" --markdown docs/generated/text/measured.md")
+    table = (GENERATED.parent / "text" / "measured.md").read_text(encoding="utf-8")
+    assert table.rstrip("\n") == text_tables(record["command"], text_results())
+    assert command.startswith("python -m benchmarks.text --data ../shared/data/")
+
+
+def test_the_readme_quotes_the_text_figures_the_generated_results_give():
+    """README.md cannot include a file (GitHub shows it as written), so its figures are
+    checked against the published results instead."""
+    results = text_results()
+    model = [run["model"]["mean_roc_auc"] for run in results]
+    baseline = [run["baseline"]["mean_roc_auc"] for run in results]
+    ahead = sum(m > b for m, b in zip(model, baseline, strict=True))
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (f"scores {sum(model) / len(model):.3f} mean ROC-AUC over the 6 labels "
+            f"({len(model)} seeds; {min(model):.3f}–{max(model):.3f}), against "
+            f"{sum(baseline) / len(baseline):.3f} for word+char TF-IDF") in readme
+    assert f"ahead on {ahead} of the {len(model)} seeds" in readme
