@@ -196,7 +196,9 @@ def refuse_taken_folder(run_dir: Path, locked: bool = False) -> None:
                 raise UserError(f"cannot create the folder {run_dir}: a dangling symbolic link "
                                 "of that name exists")
             return
-        if run_dir.is_dir() and is_empty_folder(run_dir):
+        if not run_dir.is_dir():
+            raise UserError(f"--out {run_dir} is a file, not a folder; choose a new folder")
+        if is_empty_folder(run_dir):
             return
     except OSError as error:  # a name too long, a folder that cannot be read
         raise os_error(run_dir, error, "create the folder") from None
@@ -231,7 +233,8 @@ def read_config(run_dir: Path) -> RunConfig:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
+        raise UserError(f"run directory {run_dir} "
+                        f"{'is a file, not a folder' if run_dir.exists() else 'does not exist'}")
     path = run_dir / CONFIG
     try:
         data = read_json(path)
