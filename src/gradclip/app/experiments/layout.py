@@ -98,6 +98,17 @@ def panel_title(axis: Any, text: str, fontsize: float = 10) -> None:
     axis.set_title(wrap(text, inches, fontsize), fontsize=fontsize)
 
 
+def log_y(axis: Any) -> None:
+    """A log y axis whose tick labels are plain numbers (``6``, ``0.02``), not ``6×10⁰``:
+    a loss that stays within one decade is labelled on its minor ticks."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.set(yscale="log")
+    axis.yaxis.set_major_formatter(LogFormatter())
+    axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False,
+                                                minor_thresholds=(1, 0.5)))
+
+
 def axis_labels(axis: Any, xlabel: str, ylabel: str, fontsize: float = 10) -> None:
     """A panel's axis labels, each wrapped to the panel's width or height."""
     position = axis.get_position()

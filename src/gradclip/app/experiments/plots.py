@@ -23,6 +23,7 @@ from gradclip.app.experiments.layout import (
     figure_title,
     legend_below,
     line_handles,
+    log_y,
     panel_figure,
     panel_title,
     pyplot,
@@ -153,22 +154,25 @@ def draw_loss(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) -> 
     """Smoothed training loss per run; a run that went NaN/Inf ends in an x at the top.
 
     The y-axis stops at 100x the largest first-step loss, so that one diverging run does not
-    flatten every other curve (its curve leaves the top of the panel).
+    flatten every other curve (its curve leaves the top of the panel); when no run stopped
+    and none rose that far, it stops just above the highest curve.
     """
     starts = [run.loss[0] for run in runs if run.loss and math.isfinite(run.loss[0])]
+    smoothed = [v for run in runs for v in moving_average(run.loss) if math.isfinite(v) and v > 0]
+    stopped = any(run.loss and not math.isfinite(run.loss[-1]) for run in runs)
     top = 100 * max(starts) if starts else None
+    if top is not None and smoothed and not stopped:
+        top = min(top, 1.5 * max(smoothed))
     for run in runs:
         axis.plot(run.steps, moving_average(run.loss), color=colours.get(run.label),
                   alpha=0.8, linewidth=1, label=run.label)
     if top is not None:
-        bottom = min((v for run in runs for v in moving_average(run.loss)
-                      if math.isfinite(v) and v > 0), default=top / 1e6)
-        axis.set_ylim(bottom / 1.5, top)
+        axis.set_ylim(min(smoothed, default=top / 1e6) / 1.5, top)
     for run in runs:
         if run.loss and not math.isfinite(run.loss[-1]) and top is not None:
             axis.plot(run.steps[-1], top, marker="x", markersize=9, clip_on=False,
                       color=colours.get(run.label))
-    axis.set(yscale="log")
+    log_y(axis)
     axis_labels(axis, "optimizer step", f"training loss, mean of {SMOOTHING} steps (log)")
 
 
@@ -185,7 +189,7 @@ def draw_norms(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) ->
         if finite(run.threshold):
             axis.plot(run.steps, run.threshold, color=colour, linestyle="--", linewidth=1.2,
                       label="clipping threshold" if len(runs) == 1 else None)
-    axis.set(yscale="log")
+    log_y(axis)
     axis_labels(axis, "optimizer step", "global gradient L2 norm before clipping (log)")
 
 
