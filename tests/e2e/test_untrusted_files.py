@@ -605,3 +605,40 @@ def test_predict_replaces_its_own_earlier_output(text_run, tmp_path, capsys):
     code, _, stderr = predict(run_dir, out, capsys)
     assert code == 0, stderr
     assert out.read_text() == first and first.startswith("row,")
+
+
+@pytest.mark.parametrize(("key", "value"), [("threads", 2), ("device", "auto"),
+                                            ("checkpoint_every", 1), ("log_every", 2)])
+def test_a_config_edit_for_another_machine_or_the_bookkeeping_still_resumes(
+        finished_run, tmp_path, capsys, key, value):
+    run_dir = copy_run(finished_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"][key] = value
+    (run_dir / "config.json").write_text(json.dumps(config))
+    code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
+    assert code == 0, stderr
+
+
+def test_a_text_run_whose_data_moved_resumes_from_its_new_place(text_run, tmp_path, capsys):
+    run_dir = copy_text_run(text_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    moved = tmp_path / "moved.csv"
+    shutil.copy(config["task"]["data"], moved)  # the same bytes: its sha256 matches
+    edit_task(run_dir, data=str(moved))
+    code, _, stderr = run_cli(["train", "--resume", run_dir], capsys)
+    assert code == 0, stderr
+
+
+def test_predict_out_of_a_run_with_broken_labels_is_one_line(text_run, tmp_path, capsys):
+    run_dir = copy_text_run(text_run, tmp_path)
+    edit_task(run_dir, labels=5)
+    code, _, stderr = predict(run_dir, tmp_path / "p.csv", capsys)
+    assert_one_line(code, stderr, "task.labels")
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("nowhere/p.csv", "which is not a folder"), ("a" * 300 + ".csv", "cannot write --out")])
+def test_predict_out_that_cannot_be_written_is_one_line(text_run, tmp_path, capsys, name,
+                                                       expected):
+    code, _, stderr = predict(text_run, tmp_path / name, capsys)
+    assert_one_line(code, stderr, expected)

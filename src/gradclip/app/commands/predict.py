@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if settings["name"] != "text":
         raise UserError(f"{args.run_dir} is a run of --task {settings['name']}; predict is "
                         "for --task text runs")
-    if out is not None:  # before anything is loaded or said
-        check_out(out, list(settings["labels"]))
+    labels = settings.get("labels")
+    if out is not None and isinstance(labels, list):  # before anything is loaded or said
+        check_out(out, [str(label) for label in labels])  # (bad labels: open_scoring says)
     _, task, model, device = open_scoring(args.run_dir, args.device)
     ids, texts = read_comments(args, task.settings)
     first_row = ["id" if ids is not None else "row", *task.label_names]
@@ -132,22 +133,35 @@ def check_out(out: Path, labels: list[str]) -> None:
     Raises:
         UserError: one line saying which.
     """
+    try:
+        problem = out_problem(out, labels)
+    except OSError as error:  # a name too long, a folder that cannot be read
+        raise UserError(f"cannot write --out {out}: {error.strerror}") from None
+    if problem:
+        raise UserError(f"--out {out} {problem}")
+
+
+def out_problem(out: Path, labels: list[str]) -> str | None:
+    """What keeps ``check_out`` from writing ``out``, or ``None``."""
     import csv
 
     if out.is_symlink():
-        raise UserError(f"--out {out} is a symbolic link; predict writes only a plain file "
-                        "(remove the link, or name another file)")
+        return ("is a symbolic link; predict writes only a plain file (remove the link, or "
+                "name another file)")
+    if not out.parent.is_dir():
+        return f"names a file in {out.parent}, which is not a folder"
     if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name")
+        return "is a directory; give a file name"
     if not out.exists():
-        return
+        return None
     first_line = ""
     if regular_file_problem(out) is None:  # a FIFO or a device is never opened
         with contextlib.suppress(OSError), open(out, encoding="utf-8", errors="replace") as file:
             first_line = file.readline(HEADER_LIMIT).rstrip("\r\n")
     if next(csv.reader([first_line]), None) not in (["id", *labels], ["row", *labels]):
-        raise UserError(f"--out {out} exists and is not an earlier predict output of these "
-                        "labels; name a new file (predict replaces only its own output)")
+        return ("exists and is not an earlier predict output of these labels; name a new "
+                "file (predict replaces only its own output)")
+    return None
 
 
 def write_csv(out: Path, first_row: list[str], ids: list[str] | None,

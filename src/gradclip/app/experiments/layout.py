@@ -99,14 +99,18 @@ def panel_title(axis: Any, text: str, fontsize: float = 10) -> None:
 
 
 def log_y(axis: Any) -> None:
-    """A log y axis whose tick labels are plain numbers (``6``, ``0.02``), not ``6×10⁰``:
-    a loss that stays within one decade is labelled on its minor ticks."""
+    """A log y axis whose tick labels are plain numbers (``6``, ``0.02``, ``1e+06``), not
+    ``6×10⁰``: a loss that stays within one decade is labelled on its minor ticks."""
     from matplotlib.ticker import LogFormatter
 
+    class PlainLogFormatter(LogFormatter):  # which ticks get a label: LogFormatter's rule
+        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+            return f"{x:g}"
+
     axis.set(yscale="log")
-    axis.yaxis.set_major_formatter(LogFormatter())
-    axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False,
-                                                minor_thresholds=(1, 0.5)))
+    axis.yaxis.set_major_formatter(PlainLogFormatter())
+    axis.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False,
+                                                     minor_thresholds=(1, 0.5)))
 
 
 def axis_labels(axis: Any, xlabel: str, ylabel: str, fontsize: float = 10) -> None:

@@ -350,9 +350,12 @@ def _check_parameter_state(entry: Any, shape: torch.Size | None, field: str,
 
 
 # config.json's parts that may differ from the checkpoint's copy: the version that wrote it
-# (a newer gradclip resumes an older run) and the launch (``distributed``: the ranks of this
-# torchrun, checked against the checkpoint by the parallel setup)
-CONFIG_FREE = ("gradclip_version", "distributed")
+# (a newer gradclip resumes an older run), the launch (``distributed``: the ranks of this
+# torchrun, checked against the checkpoint by the parallel setup), where the data file now
+# lies (its sha256 proves it is the same file) and what belongs to the machine or to the
+# bookkeeping, not to the run (a folder moved to a machine with fewer cores or no GPU)
+CONFIG_FREE = ("gradclip_version", "distributed", "task.data", "task.path", "train.threads",
+               "train.device", "train.log_every", "train.checkpoint_every")
 
 
 def check_config(saved: Any, current: dict[str, Any], path: Any, config_path: Any) -> None:
@@ -369,7 +372,7 @@ def check_config(saved: Any, current: dict[str, Any], path: Any, config_path: An
     if saved is None:
         return
     for field, then, now in differences(saved, current):
-        if field.split(".")[0] in CONFIG_FREE:
+        if field in CONFIG_FREE or field.split(".")[0] in CONFIG_FREE:
             continue
         raise UserError(f"{config_path} gives {field} {_quoted(now)}, but {path} was trained "
                         f"with {_quoted(then)}: --resume continues a run with its saved "
