@@ -131,6 +131,11 @@ def seconds(row: Mapping[str, Any], alone: Mapping[str, Any], key: str, ratio: b
     return f"{value} ({row[key] / alone[key]:.2f}x)" if ratio else value
 
 
+def signed(difference: float) -> str:
+    """``+0.0012`` or ``−0.0006`` (a typographic minus, as the text page writes it)."""
+    return f"{difference:+.4f}".replace("-", "−")
+
+
 def text_tables(command: str, results: Sequence[Mapping[str, Any]]) -> str:
     """``benchmarks.text``: the default text run against TF-IDF + LR on the unseen rows, per
     seed, then per label (mean of the seeds)."""
@@ -141,13 +146,13 @@ def text_tables(command: str, results: Sequence[Mapping[str, Any]]) -> str:
     for run in results:
         model, baseline = run["model"]["mean_roc_auc"], run["baseline"]["mean_roc_auc"]
         rows.append([str(run["seed"]), f"{model:.4f}", f"{baseline:.4f}",
-                     f"{model - baseline:+.4f}".replace("-", "−"),
+                     signed(model - baseline),
                      f"{run['validation_mean_roc_auc']:.3f}", f"{run['seconds'] / 60:.1f}",
                      f"{run['clipped_steps']} of {run['steps']}"])
     models = [run["model"]["mean_roc_auc"] for run in results]
     baselines = [run["baseline"]["mean_roc_auc"] for run in results]
     rows.append(["mean", f"**{mean(models):.4f}**", f"{mean(baselines):.4f}",
-                 f"{mean(models) - mean(baselines):+.4f}".replace("-", "−"), "", "", ""])
+                 signed(mean(models) - mean(baselines)), "", "", ""])
     per_seed = table(["seed", "default", "TF-IDF + LR", "default − baseline",
                       "validation (800 rows)", "minutes", "steps clipped"], rows)
     labels = results[0]["model"]["per_label"]

@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "results.json").write_text(json.dumps(
             {"flags": args.flags, "results": results}, indent=2) + "\n")
     command = " ".join(["python -m benchmarks.text", *(argv if argv is not None else sys.argv[1:])])
+    tables = text_tables(command, results)
     if args.markdown is not None:
-        write_markdown(args.markdown, text_tables(command, results))
-    print(text_tables(command, results))
+        write_markdown(args.markdown, tables)
+    print(tables)
     return 0
 
 

@@ -158,18 +158,18 @@ def draw_loss(axis: Any, runs: Sequence[RunCurves], colours: dict[str, str]) -> 
     and none rose that far, it stops just above the highest curve.
     """
     starts = [run.loss[0] for run in runs if run.loss and math.isfinite(run.loss[0])]
-    smoothed = [v for run in runs for v in moving_average(run.loss) if math.isfinite(v) and v > 0]
-    stopped = any(run.loss and not math.isfinite(run.loss[-1]) for run in runs)
+    curves = [moving_average(run.loss) for run in runs]
+    shown = [v for curve in curves for v in curve if math.isfinite(v) and v > 0]
+    stopped = [run for run in runs if run.loss and not math.isfinite(run.loss[-1])]
     top = 100 * max(starts) if starts else None
-    if top is not None and smoothed and not stopped:
-        top = min(top, 1.5 * max(smoothed))
-    for run in runs:
-        axis.plot(run.steps, moving_average(run.loss), color=colours.get(run.label),
-                  alpha=0.8, linewidth=1, label=run.label)
+    if top is not None and shown and not stopped:
+        top = min(top, 1.5 * max(shown))
+    for run, curve in zip(runs, curves, strict=True):
+        axis.plot(run.steps, curve, color=colours.get(run.label), alpha=0.8, linewidth=1,
+                  label=run.label)
     if top is not None:
-        axis.set_ylim(min(smoothed, default=top / 1e6) / 1.5, top)
-    for run in runs:
-        if run.loss and not math.isfinite(run.loss[-1]) and top is not None:
+        axis.set_ylim(min(shown, default=top / 1e6) / 1.5, top)
+        for run in stopped:
             axis.plot(run.steps[-1], top, marker="x", markersize=9, clip_on=False,
                       color=colours.get(run.label))
     log_y(axis)
