@@ -46,6 +46,7 @@ from gradclip.app.experiments.profile import measure, recommend
 from gradclip.app.experiments.sweep_stats import capped_score
 from gradclip.app.tasks import task_class
 from gradclip.app.training.loggers import MetricsLogger
+from gradclip.app.training.metrics_log import number
 from gradclip.app.training.rundir import remove_folder
 from gradclip.app.training.runs import NewRun
 
@@ -89,7 +90,7 @@ def outcome_row(name: str, setting: TaskSetting, spec: str, recommended: bool,
                 runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One spec's outcome over the seeds."""
     kind = task_class(setting.options.name)
-    metric = [compare.number((r["summary"].get("eval") or {}).get(kind.metric_name))
+    metric = [number((r["summary"].get("eval") or {}).get(kind.metric_name))
               for r in runs]
     verdicts = [diagnose_result(r)[0].kind for r in runs]
     common, count = collections.Counter(verdicts).most_common(1)[0]

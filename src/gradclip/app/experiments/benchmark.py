@@ -34,7 +34,7 @@ from gradclip.app.experiments.profile import measure, recommend
 from gradclip.app.experiments.sweep_stats import capped_score, spike_steps
 from gradclip.app.tasks import task_class
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines
-from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.metrics_log import number, read_metrics
 from gradclip.app.training.rundir import remove_folder
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.setup import clipper_from_spec
@@ -340,9 +340,9 @@ def run_record(key: PointKey, result: dict[str, Any], stage: str, initial: float
     label, lr, family, spec, seed = key
     kind = task_class(setting.options.name)
     summary = result["summary"]
-    metric = compare.number((summary.get("eval") or {}).get(kind.metric_name))
+    metric = number((summary.get("eval") or {}).get(kind.metric_name))
     diverged = compare.diverged(result)
-    losses = [compare.number(r.get("loss")) for r in read_metrics(Path(result["run_dir"]))]
+    losses = [number(r.get("loss")) for r in read_metrics(Path(result["run_dir"]))]
     record = {
         "task": label, "lr": lr, "strategy": family, "spec": spec, "stage": stage,
         "seed": seed, "diverged": diverged, "metric": metric,

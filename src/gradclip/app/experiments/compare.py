@@ -27,7 +27,7 @@ from gradclip.app.experiments.diagnosis import diagnose_result
 from gradclip.app.experiments.run_files import MONITOR, read_monitor, read_summary
 from gradclip.app.experiments.workers import worker_count, worker_pool
 from gradclip.app.training.loggers import MetricsLogger, ProgressLines, StepLogger
-from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.metrics_log import number, read_metrics
 from gradclip.app.training.rundir import remove_folder, write_json
 from gradclip.app.training.runs import NewRun, create_run
 from gradclip.app.training.trainer import Trainer
@@ -188,10 +188,6 @@ class ProgressLine:
         if self.root is not None and folder.is_relative_to(self.root) and folder != self.root:
             return folder.relative_to(self.root).as_posix()
         return f"{folder.parent.name}/{folder.name}"
-
-
-def number(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def diverged(result: dict[str, Any]) -> bool:

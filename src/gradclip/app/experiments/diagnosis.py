@@ -8,20 +8,15 @@ Reads ``metrics.jsonl`` (loss, pre-clip norm, clipped, skipped, per-module norms
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from gradclip.app.config import RunConfig
-from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.metrics_log import number, read_metrics
 from gradclip.app.training.runs import read_config
 from gradclip.monitor.diagnosis import RunHistory, diagnose_run
 from gradclip.monitor.fixes import RunSetting
 from gradclip.monitor.verdicts import Verdict
-
-
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def run_history(records: list[dict[str, Any]], summary: dict[str, Any],
@@ -30,17 +25,17 @@ def run_history(records: list[dict[str, Any]], summary: dict[str, Any],
     module_norms: dict[str, list[float]] = {}
     for record in records:
         for name, norm in (record.get("layer_grad_norms") or {}).items():
-            module_norms.setdefault(name, []).append(_number(norm))
+            module_norms.setdefault(name, []).append(number(norm))
     evaluation = summary.get("eval") or {}
     final = evaluation.get("loss")
     return RunHistory(
-        losses=[_number(r.get("loss")) for r in records],
-        grad_norms=[_number(r.get("grad_norm")) for r in records],
+        losses=[number(r.get("loss")) for r in records],
+        grad_norms=[number(r.get("grad_norm")) for r in records],
         clipped=[bool(r.get("clipped")) for r in records],
         skipped=[bool(r.get("skipped")) for r in records],
         module_norms=module_norms,
         time_profiles=(monitored or {}).get("time_profiles") or {},
-        final_loss=None if final is None else _number(final),
+        final_loss=None if final is None else number(final),
         success=summary.get("success") if summary.get("success_criterion") else None)
 
 

@@ -30,18 +30,13 @@ from gradclip.app.experiments.layout import (
     save_figure,
 )
 from gradclip.app.experiments.palette import strategy_colours
-from gradclip.app.training.metrics_log import read_metrics
+from gradclip.app.training.metrics_log import number, read_metrics
 from gradclip.app.training.rundir import CONFIG
 from gradclip.app.untrusted import read_json
 
 SMOOTHING = 25  # steps in the loss's trailing moving average
 # top of the demo's loss axis; exploding runs reach 1e30 and would flatten the rest
 DEMO_LOSS_CEILING = 1e3
-
-
-def number(value: Any) -> float:
-    """A metrics value as a float (``"nan"``/``"inf"`` strings and ``None`` included)."""
-    return math.nan if value is None else float(value)
 
 
 def finite(values: Sequence[float]) -> list[float]:

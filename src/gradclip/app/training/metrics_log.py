@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,11 @@ def _parse(line: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # bad JSON, deep nesting, thousands of digits
         return None
     return record if isinstance(record, dict) else None
+
+
+def number(value: Any) -> float:
+    """A metrics value as a float (``"nan"``/``"inf"`` strings and ``None`` as NaN)."""
+    return math.nan if value is None else float(value)
 
 
 def numbers_hold(record: dict[str, Any]) -> bool:
