@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from benchmarks.common import leave_without_finalizing
 from tests.distributed.spawn import free_port
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=120)
@@ -48,6 +49,7 @@ def _run_checks(rank: int, world_size: int, checks: Checks, port: int, out_file:
     finally:
         Path(f"{out_file}-{rank}.json").write_text(json.dumps(outcomes))
         dist.destroy_process_group()
+    leave_without_finalizing()  # a gloo thread may otherwise abort the shut-down interpreter
 
 
 def run_checks(checks: Checks, world_size: int, out_dir: str | Path, tag: str) -> dict[str, list[str]]:

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from benchmarks.common import leave_without_finalizing
+
 WORLD_SIZE = 2
 
 
@@ -29,6 +31,7 @@ def _entry(rank: int, scenario: Callable[[int, int], None], port: int) -> None:
     # other still talks to it makes gloo abort on a loaded machine.
     dist.barrier()
     dist.destroy_process_group()
+    leave_without_finalizing()  # a gloo thread may otherwise abort the shut-down interpreter
 
 
 def run_on_two_ranks(scenario: Callable[[int, int], None]) -> None:
