@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import gradclip
+from benchmarks.common import leave_without_finalizing
 from tests.distributed import ranks
 from tests.distributed.ranks import state_tensors
 from tests.distributed.spawn import WORLD_SIZE, free_port
@@ -233,6 +234,7 @@ def run_checks(rank: int, wrapper: str, port: int, out_dir: str) -> None:
     finally:
         Path(out_dir, f"{wrapper}-{rank}.json").write_text(json.dumps(outcomes))
         dist.destroy_process_group()
+    leave_without_finalizing()  # a gloo thread may otherwise abort the shut-down interpreter
 
 
 @functools.cache
